@@ -1,0 +1,109 @@
+"""Bind placeholders as altnames of host veths, and undo it; all or nothing."""
+
+from __future__ import annotations
+
+from vmnet_hook.annotation import Domain
+from vmnet_hook.errors import BindError, Failures, InterfaceError, VmnetError
+from vmnet_hook.netlink import Netlink, NetlinkSession
+from vmnet_hook.resolve import HostVeth
+from vmnet_hook.state import Binding, DomainState, StateStore
+
+
+def plan(domain: Domain, veths: dict[str, HostVeth]) -> tuple[Binding, ...]:
+    """The altnames to add: none where ``<source dev>`` already names the veth."""
+    return tuple(
+        Binding(claim.mac, claim.placeholder, veths[claim.mac].name, veths[claim.mac].index)
+        for claim in domain.claims
+        if claim.placeholder != veths[claim.mac].name
+    )
+
+
+def bind_all(
+    domain: Domain, bindings: tuple[Binding, ...], netlink: Netlink, store: StateStore
+) -> None:
+    """Check every placeholder, record the intent, then bind; undo everything on failure."""
+    if not bindings:
+        return
+    _refuse_shared_nics(domain, bindings, store)
+    with netlink.host() as host:
+        _refuse_taken_placeholders(domain.name, bindings, host)
+        # Intent first: a kill -9 from here on is undone by release or the next prepare.
+        store.save(domain.uuid, DomainState(domain.name, bindings))
+        done: list[Binding] = []
+        try:
+            for binding in bindings:
+                host.add_altname(binding.ifindex, binding.placeholder)
+                done.append(binding)
+        except BaseException:
+            unbind(host, done)
+            store.remove(domain.uuid)
+            raise
+
+
+def unbind(host: NetlinkSession, bindings: tuple[Binding, ...] | list[Binding]) -> list[str]:
+    """Remove the altnames that are still ours; what is already gone is fine."""
+    problems: list[str] = []
+    for binding in bindings:
+        link = host.link_by_name(binding.placeholder)
+        ours = (
+            link is not None
+            and link.index == binding.ifindex
+            and binding.placeholder in link.altnames
+        )
+        if not ours:
+            continue
+        try:
+            host.del_altname(binding.ifindex, binding.placeholder)
+        except BindError as error:
+            problems.append(str(error))
+    return problems
+
+
+def release(uuid: str, netlink: Netlink, store: StateStore) -> list[str]:
+    state = store.load(uuid)
+    if state is None:
+        return []
+    problems: list[str] = []
+    if state.bindings:
+        with netlink.host() as host:
+            problems = unbind(host, state.bindings)
+    store.remove(uuid)
+    return problems
+
+
+def _refuse_taken_placeholders(
+    domain: str, bindings: tuple[Binding, ...], host: NetlinkSession
+) -> None:
+    problems: list[VmnetError] = []
+    for binding in bindings:
+        link = host.link_by_name(binding.placeholder)
+        if link is not None:
+            cause = BindError(
+                f"placeholder <source dev='{binding.placeholder}'> is already a name of host "
+                f"link {link.name} (ifindex {link.index}); choose a name no link has"
+            )
+            problems.append(InterfaceError(domain, binding.mac, cause))
+    if problems:
+        raise Failures(problems)
+
+
+def _refuse_shared_nics(domain: Domain, bindings: tuple[Binding, ...], store: StateStore) -> None:
+    taken = {
+        b.ifindex: state.domain
+        for uuid, state in store.all().items()
+        if uuid != domain.uuid
+        for b in state.bindings
+    }
+    problems: list[VmnetError] = [
+        InterfaceError(
+            domain.name,
+            b.mac,
+            BindError(
+                f"pod NIC {b.host_veth} is already used by running domain {taken[b.ifindex]!r}"
+            ),
+        )
+        for b in bindings
+        if b.ifindex in taken
+    ]
+    if problems:
+        raise Failures(problems)

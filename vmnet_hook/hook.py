@@ -1,0 +1,144 @@
+"""The hook's work, one small handler per libvirt operation, in one dispatch table.
+
+Reached only through ``vmnet_hook.fastpath`` once it has decided there is work to do.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from lxml import etree
+
+from vmnet_hook import binding
+from vmnet_hook.annotation import Domain, domain_uuid, parse_domain, parse_xml
+from vmnet_hook.config import Config
+from vmnet_hook.errors import Failures, InterfaceError, VmnetError
+from vmnet_hook.log import Log
+from vmnet_hook.netlink import Netlink, Pyroute2Netlink
+from vmnet_hook.pods import ProcFs
+from vmnet_hook.resolve import HostVeth, Resolver
+from vmnet_hook.rewrite import rewrite, to_text
+from vmnet_hook.state import StateStore
+
+
+@dataclass(frozen=True)
+class HookCall:
+    domain: str
+    operation: str
+    subop: str
+    xml: bytes
+    config: Config
+
+
+@dataclass
+class System:
+    """Everything with side effects, passed in so tests can choose real or fake."""
+
+    config: Config
+    netlink: Netlink = field(default_factory=Pyroute2Netlink)
+    log: Callable[[str, str], None] = field(default_factory=lambda: Log())
+
+    @property
+    def store(self) -> StateStore:
+        return StateStore(self.config.state_dir)
+
+    @property
+    def resolver(self) -> Resolver:
+        return Resolver(self.config, self.netlink, ProcFs(self.config.proc_root))
+
+
+def prepare(call: HookCall, system: System) -> str:
+    tree, domain = _parse(call)
+    if not domain.claims:
+        return ""
+    leftovers = binding.release(domain.uuid, system.netlink, system.store)
+    for problem in leftovers:
+        system.log("warning", f"{domain.name}: leftover binding: {problem}")
+    veths = resolve_all(domain, system.resolver)
+    bindings = binding.plan(domain, veths)
+    binding.bind_all(domain, bindings, system.netlink, system.store)
+    for claim in domain.claims:
+        system.log(
+            "info",
+            f"prepare {domain.name} {claim.mac} {claim.selector} "
+            f"{claim.pod_dev} -> {veths[claim.mac].name}: bound {claim.placeholder}",
+        )
+    return to_text(rewrite(tree, domain.claims, lambda claim: veths[claim.mac].name))
+
+
+def filter_xml(call: HookCall, system: System) -> str:
+    """migrate/restore begin: libvirt starts the domain with the XML printed here."""
+    tree, domain = _parse(call)
+    if not domain.claims:
+        return ""
+    veths = resolve_all(domain, system.resolver)
+    system.log("info", f"{call.operation} {domain.name}: rewrote {len(veths)} interface(s)")
+    return to_text(rewrite(tree, domain.claims, lambda claim: veths[claim.mac].name))
+
+
+def release(call: HookCall, system: System) -> str:
+    uuid = _uuid_of(call)
+    for problem in binding.release(uuid, system.netlink, system.store):
+        system.log("warning", f"release {call.domain}: {problem}")
+    system.log("info", f"release {call.domain}: bindings removed")
+    return ""
+
+
+def check(call: HookCall, system: System) -> str:
+    """reconnect/attach begin must never fail: libvirt would kill the running VM."""
+    try:
+        state = system.store.load(_uuid_of(call))
+        with system.netlink.host() as host:
+            for bound in state.bindings if state else ():
+                link = host.link_by_name(bound.placeholder)
+                if link is None or link.index != bound.ifindex:
+                    system.log(
+                        "warning",
+                        f"{call.operation} {call.domain} {bound.mac}: "
+                        f"{bound.placeholder} no longer names {bound.host_veth}",
+                    )
+    except VmnetError as error:
+        system.log("warning", f"{call.operation} {call.domain}: {error}")
+    return ""
+
+
+HANDLERS: dict[tuple[str, str], Callable[[HookCall, System], str]] = {
+    ("prepare", "begin"): prepare,
+    ("migrate", "begin"): filter_xml,
+    ("restore", "begin"): filter_xml,
+    ("release", "end"): release,
+    ("reconnect", "begin"): check,
+    ("attach", "begin"): check,
+}
+
+
+def run(call: HookCall, system: System | None = None) -> str:
+    """Run the handler for ``call``; what it returns goes to stdout. Unknown steps do nothing."""
+    handler = HANDLERS.get((call.operation, call.subop))
+    if handler is None:
+        return ""
+    return handler(call, system or System(call.config, log=Log(call.config.log_level)))
+
+
+def resolve_all(domain: Domain, resolver: Resolver) -> dict[str, HostVeth]:
+    """Every claim's host veth, or one error line per interface that failed."""
+    veths: dict[str, HostVeth] = {}
+    problems: list[VmnetError] = []
+    for claim in domain.claims:
+        try:
+            veths[claim.mac] = resolver.host_veth(claim.selector, claim.pod_dev)
+        except VmnetError as error:
+            problems.append(InterfaceError(domain.name, claim.mac, error))
+    if problems:
+        raise Failures(problems)
+    return veths
+
+
+def _parse(call: HookCall) -> tuple[etree._ElementTree, Domain]:
+    tree = parse_xml(call.xml)
+    return tree, parse_domain(tree, call.domain)
+
+
+def _uuid_of(call: HookCall) -> str:
+    return domain_uuid(parse_xml(call.xml))

@@ -1,0 +1,71 @@
+"""From a pod NIC to its host veth, checked at both ends of the pair."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from vmnet_hook.annotation import Selector
+from vmnet_hook.config import Config
+from vmnet_hook.errors import LinkRefused
+from vmnet_hook.netlink import HOST_NETNS, Link, Netlink
+from vmnet_hook.pods import NetnsId, PodNetns, ProcFs, find_pod
+
+
+@dataclass(frozen=True)
+class HostVeth:
+    name: str
+    index: int
+    pod_dev: str
+    pod_netns: NetnsId
+
+
+class Resolver:
+    """Resolves ``(selector, pod_dev)`` to the host end of the pod NIC's veth pair."""
+
+    def __init__(self, config: Config, netlink: Netlink, proc: ProcFs | None = None) -> None:
+        self.config = config
+        self.netlink = netlink
+        self.proc = proc or ProcFs(config.proc_root)
+
+    def host_veth(self, selector: Selector, pod_dev: str) -> HostVeth:
+        pod = find_pod(selector, self.config, self.proc)
+        return host_end(pod, pod_dev, self.netlink)
+
+
+def host_end(pod: PodNetns, pod_dev: str, netlink: Netlink) -> HostVeth:
+    with netlink.netns(pod.path) as inside:
+        pod_link = inside.link_by_name(pod_dev)
+        if pod_link is None:
+            names = ", ".join(sorted(link.name for link in inside.links()))
+            raise LinkRefused(f"the pod ({pod.netns}) has no NIC {pod_dev!r}; it has: {names}")
+        _check_pod_end(pod_link, pod_dev, host_nsid=inside.nsid_of(HOST_NETNS))
+    assert pod_link.peer_index is not None  # _check_pod_end
+    with netlink.host() as host:
+        peer = host.link_by_index(pod_link.peer_index)
+        pod_nsid = host.nsid_of(pod.path)
+    if peer is None or peer.kind != "veth":
+        what = "no link" if peer is None else f"{peer.name}, a {peer.kind or 'physical'} link"
+        raise LinkRefused(
+            f"{pod_dev}'s peer ifindex {pod_link.peer_index} on the host is {what}, not a veth"
+        )
+    if peer.peer_index != pod_link.index or peer.peer_nsid is None or peer.peer_nsid != pod_nsid:
+        raise LinkRefused(
+            f"host link {peer.name} (ifindex {peer.index}) is not the peer of the pod's "
+            f"{pod_dev}: its own peer is ifindex {peer.peer_index} in netnsid {peer.peer_nsid}"
+        )
+    return HostVeth(peer.name, peer.index, pod_dev, pod.netns)
+
+
+def _check_pod_end(link: Link, pod_dev: str, host_nsid: int | None) -> None:
+    if link.kind != "veth":
+        raise LinkRefused(
+            f"{pod_dev} in the pod is a {link.kind or 'physical'} link, not a veth; "
+            "only veth-backed pod NICs can be handed to a VM"
+        )
+    if link.peer_index is None or link.peer_nsid is None:
+        raise LinkRefused(f"{pod_dev} in the pod has its veth peer inside the pod itself")
+    if host_nsid is None or link.peer_nsid != host_nsid:
+        raise LinkRefused(
+            f"{pod_dev}'s veth peer is in another network namespace (netnsid "
+            f"{link.peer_nsid}), not the host's; refused rather than guessed"
+        )

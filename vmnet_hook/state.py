@@ -1,0 +1,66 @@
+"""What each domain has bound, one JSON file per domain UUID, written atomically."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass
+
+from vmnet_hook.errors import VmnetError
+
+
+@dataclass(frozen=True)
+class Binding:
+    mac: str
+    placeholder: str
+    host_veth: str
+    ifindex: int
+
+
+@dataclass(frozen=True)
+class DomainState:
+    domain: str
+    bindings: tuple[Binding, ...]
+
+
+class StateStore:
+    def __init__(self, state_dir: str) -> None:
+        self.state_dir = state_dir
+
+    def path(self, uuid: str) -> str:
+        return os.path.join(self.state_dir, f"{uuid}.json")
+
+    def load(self, uuid: str) -> DomainState | None:
+        try:
+            with open(self.path(uuid), encoding="utf-8") as handle:
+                raw = json.load(handle)
+            return DomainState(raw["domain"], tuple(Binding(**b) for b in raw["bindings"]))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            raise VmnetError(f"state file {self.path(uuid)} is unreadable: {error}") from None
+
+    def save(self, uuid: str, state: DomainState) -> None:
+        os.makedirs(self.state_dir, mode=0o700, exist_ok=True)
+        payload = json.dumps(asdict(state), indent=1).encode()
+        fd, temporary = tempfile.mkstemp(prefix=f".{uuid}.", dir=self.state_dir)
+        try:
+            os.write(fd, payload)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(temporary, self.path(uuid))
+
+    def remove(self, uuid: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path(uuid))
+
+    def all(self) -> dict[str, DomainState]:
+        try:
+            names = sorted(os.listdir(self.state_dir))
+        except FileNotFoundError:
+            return {}
+        uuids = [n.removesuffix(".json") for n in names if n.endswith(".json")]
+        return {uuid: state for uuid in uuids if (state := self.load(uuid)) is not None}
