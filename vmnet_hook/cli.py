@@ -1,0 +1,133 @@
+"""The ``vmnet-hook`` command: thin click commands over the core."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable
+from typing import Any, BinaryIO, TypeVar
+
+import click
+
+from vmnet_hook import __version__, config
+from vmnet_hook.errors import VmnetError
+from vmnet_hook.options import (
+    dev_option,
+    json_option,
+    selector_from,
+    selector_options,
+    xml_argument,
+)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def reports_errors(function: F) -> F:
+    """Turn the project's errors into ``vmnet-hook: ...`` lines and exit status 1."""
+
+    @functools.wraps(function)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return function(*args, **kwargs)
+        except VmnetError as error:
+            for line in str(error).splitlines():
+                click.echo(f"vmnet-hook: {line}", err=True)
+            click.get_current_context().exit(1)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _settings() -> config.Config:
+    return config.load(config.config_path())
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="vmnet-hook")
+def cli() -> None:
+    """Connect libvirt domains' macvtap interfaces to their Kubernetes pods' NICs."""
+
+
+@cli.command()
+@xml_argument
+@reports_errors
+def rewrite(xml_file: BinaryIO) -> None:
+    """Print the domain XML with each annotated <source dev> set to its pod's host veth.
+
+    Binds nothing: for tools that `virsh create` a domain themselves.
+
+    \b
+    Example:
+      vmnet-hook rewrite vm1.xml > vm1-here.xml
+    """
+    from vmnet_hook.annotation import parse_domain, parse_xml
+    from vmnet_hook.hook import System, resolve_all
+    from vmnet_hook.rewrite import rewrite as rewritten
+    from vmnet_hook.rewrite import to_text
+
+    tree = parse_xml(xml_file.read())
+    domain = parse_domain(tree)
+    veths = resolve_all(domain, System(_settings()).resolver)
+    click.echo(
+        to_text(rewritten(tree, domain.claims, lambda claim: veths[claim.mac].name)), nl=False
+    )
+
+
+@cli.command()
+@selector_options
+@dev_option
+@json_option
+@reports_errors
+def resolve(pod_dev: str, as_json: bool, **selectors: str | None) -> None:
+    """Print the host end of a pod NIC's veth pair, checked at both ends.
+
+    \b
+    Example:
+      vmnet-hook resolve --pod default/virt-launcher-vm1-x7k2p --dev eth0
+    """
+    from vmnet_hook.hook import System
+
+    veth = System(_settings()).resolver.host_veth(selector_from(selectors), pod_dev)
+    if as_json:
+        record = {"name": veth.name, "ifindex": veth.index, "pod_dev": veth.pod_dev,
+                  "pod_netns_inode": veth.pod_netns.ino}  # fmt: skip
+        click.echo(json.dumps(record))
+    else:
+        click.echo(veth.name)
+
+
+@cli.command(context_settings={"ignore_unknown_options": True})
+@click.argument("domain")
+@click.argument("operation")
+@click.argument("subop")
+@click.argument("extra", required=False, default="-")
+@click.pass_context
+def hook(ctx: click.Context, domain: str, operation: str, subop: str, extra: str) -> None:
+    """Do exactly what /etc/libvirt/hooks/qemu does, with the domain XML on stdin.
+
+    \b
+    Example:
+      vmnet-hook hook vm1 prepare begin - < vm1.xml
+    """
+    from vmnet_hook.fastpath import main as hook_main
+
+    ctx.exit(hook_main([domain, operation, subop, extra], sys.stdin.buffer))
+
+
+@cli.command()
+@click.option("--no-libvirt", is_flag=True, help="skip starting a domain even if libvirtd runs")
+@reports_errors
+def demo(no_libvirt: bool) -> None:
+    """Build a throwaway pod from kernel objects and connect a VM to it; needs root.
+
+    \b
+    Example:
+      sudo vmnet-hook demo
+    """
+    from vmnet_hook.demo import run
+
+    run(click.echo, with_libvirt=not no_libvirt)
+
+
+def main() -> None:
+    cli(prog_name="vmnet-hook")
