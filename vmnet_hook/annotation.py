@@ -5,6 +5,7 @@ Everything after this module trusts what it returns.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass
 
@@ -58,6 +59,13 @@ class Domain:
     name: str
     uuid: str
     claims: tuple[Claim, ...]
+
+
+def placeholder_for(uuid: str, mac: str) -> str:
+    """``vn`` + 12 hex digits of a hash of the domain UUID and the MAC: 14 characters,
+    within libvirt's 15, and unique per host in practice."""
+    digest = hashlib.sha256(f"{uuid.lower()}/{mac.lower()}".encode()).hexdigest()
+    return f"vn{digest[:12]}"
 
 
 def is_ifname(value: str) -> bool:
