@@ -51,7 +51,9 @@ RunHook = Callable[..., subprocess.CompletedProcess[str]]
 def run_hook(hook_env: dict[str, str]) -> RunHook:
     """Run hooks/qemu as libvirt does: arguments, XML on stdin, nothing else."""
 
-    def run(*args: str, xml: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    def run(
+        *args: str, xml: str, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [sys.executable, str(HOOK), *args], input=xml, capture_output=True, text=True,
             env={**hook_env, **(env or {})}, timeout=60, check=False,
