@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from vmnet_hook import policy
 from vmnet_hook.annotation import Selector
 from vmnet_hook.config import Config
 from vmnet_hook.errors import LinkRefused
@@ -28,6 +29,7 @@ class Resolver:
         self.proc = proc or ProcFs(config.proc_root)
 
     def host_veth(self, selector: Selector, pod_dev: str) -> HostVeth:
+        policy.check(selector, self.config)
         pod = find_pod(selector, self.config, self.proc)
         return host_end(pod, pod_dev, self.netlink)
 

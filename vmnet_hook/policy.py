@@ -1,0 +1,49 @@
+"""``allowed_namespaces``: which Kubernetes namespaces a domain may claim pods from."""
+
+from __future__ import annotations
+
+import os
+
+from vmnet_hook.annotation import Selector
+from vmnet_hook.config import Config
+from vmnet_hook.errors import PodNotFound, VmnetError
+
+
+class PolicyRefused(VmnetError):
+    """The pod is outside ``allowed_namespaces``."""
+
+
+def check(selector: Selector, config: Config) -> None:
+    """Refuse pods outside ``allowed_namespaces``; pods whose namespace cannot be known
+    (named by pid, netns or container) are refused too while the policy is set."""
+    allowed = config.allowed_namespaces
+    if not allowed:
+        return
+    if selector.kind == "pod":
+        namespace = selector.value.split("/", 1)[0]
+    elif selector.kind == "pod-uid":
+        namespace = _namespace_of_uid(config.pod_log_dir, selector.value)
+    else:
+        raise PolicyRefused(
+            f"{selector}: allowed_namespaces is set, so name the pod with pod= or pod-uid= "
+            "so that its namespace can be checked"
+        )
+    if namespace not in allowed:
+        raise PolicyRefused(
+            f"{selector}: namespace {namespace!r} is not in allowed_namespaces "
+            f"({', '.join(allowed)})"
+        )
+
+
+def _namespace_of_uid(pod_log_dir: str, uid: str) -> str:
+    suffix = f"_{uid}"
+    try:
+        names = [e.name for e in os.scandir(pod_log_dir) if e.name.endswith(suffix)]
+    except OSError:
+        names = []
+    if len(names) != 1:
+        raise PodNotFound(
+            f"pod-uid={uid}: no kubelet log directory in {pod_log_dir}, so its namespace "
+            "cannot be checked against allowed_namespaces"
+        )
+    return names[0].split("_", 1)[0]
