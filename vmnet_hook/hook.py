@@ -13,7 +13,7 @@ from lxml import etree
 from vmnet_hook import binding
 from vmnet_hook.annotation import Domain, domain_uuid, parse_domain, parse_xml
 from vmnet_hook.config import Config
-from vmnet_hook.errors import Failures, InterfaceError, VmnetError
+from vmnet_hook.errors import DeadlineExceeded, Failures, InterfaceError, VmnetError
 from vmnet_hook.log import Log
 from vmnet_hook.netlink import Netlink, Pyroute2Netlink
 from vmnet_hook.pods import ProcFs
@@ -118,7 +118,10 @@ def run(call: HookCall, system: System | None = None) -> str:
     handler = HANDLERS.get((call.operation, call.subop))
     if handler is None:
         return ""
-    return handler(call, system or System(call.config, log=Log(call.config.log_level)))
+    try:
+        return handler(call, system or System(call.config, log=Log(call.config.log_level)))
+    except DeadlineExceeded as error:
+        raise DeadlineExceeded(f"domain {call.domain!r}: {error}") from None
 
 
 def resolve_all(domain: Domain, resolver: Resolver) -> dict[str, HostVeth]:
@@ -128,6 +131,8 @@ def resolve_all(domain: Domain, resolver: Resolver) -> dict[str, HostVeth]:
     for claim in domain.claims:
         try:
             veths[claim.mac] = resolver.host_veth(claim.selector, claim.pod_dev)
+        except DeadlineExceeded:
+            raise  # the whole call is over, not just this interface
         except VmnetError as error:
             problems.append(InterfaceError(domain.name, claim.mac, error))
     if problems:
