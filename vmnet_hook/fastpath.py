@@ -3,17 +3,22 @@ work, and translate every error into lines on stderr and an exit status.
 
 libvirtd runs the hook at every step of every domain; most calls have nothing to do and
 must cost no more than starting the interpreter. lxml, pyroute2, psutil and click are
-imported only past ``has_work``.
+imported only past ``has_work``; so are signal, typing, contextlib and vmnet_hook.config,
+each a few milliseconds on a path whose whole budget is the interpreter's start-up.
 """
 
 from __future__ import annotations
 
 import os
-import signal
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import BinaryIO, TextIO
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing; mypy reads it as True
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from types import FrameType
+    from typing import BinaryIO, TextIO
+
+    SignalHandler = Callable[[int, FrameType | None], object] | int | None
 
 URI = b"urn:vmnet-hook:1"
 RESOLVING = frozenset({("prepare", "begin"), ("migrate", "begin"), ("restore", "begin")})
@@ -21,6 +26,10 @@ CHECKING = frozenset({("reconnect", "begin"), ("attach", "begin")})
 RELEASING = ("release", "end")
 USAGE = "usage: qemu DOMAIN OPERATION SUB-OPERATION [EXTRA] < domain.xml"
 HARD_KILL_SECONDS = 2
+# Mirrors of vmnet_hook.config's defaults, so that release end needs no config import when
+# there is no config file and no override (as under libvirtd, which clears the environment).
+DEFAULT_CONFIG_PATH = "/etc/vmnet-hook/config"
+DEFAULT_STATE_DIR = "/run/vmnet-hook"
 
 
 def main(
@@ -32,7 +41,7 @@ def main(
     args = sys.argv[1:] if argv is None else argv
     xml = (stdin or sys.stdin.buffer).read()  # always to the end: libvirt writes it all
     out, err = stdout or sys.stdout, stderr or sys.stderr
-    if len(args) < 3:
+    if not 3 <= len(args) <= 4:
         err.write(f"vmnet-hook: {USAGE}\n")
         return 2
     domain, operation, subop = args[:3]
@@ -76,23 +85,35 @@ def _work(domain: str, operation: str, subop: str, xml: bytes, out: TextIO, err:
     return failure_status
 
 
-@contextmanager
-def deadline(seconds: int) -> Iterator[None]:
+class deadline:  # a class, not @contextmanager: contextlib is not worth it on the no-op path
     """Raise DeadlineExceeded after ``seconds``; if cleanup then hangs too, die soon after."""
-    from vmnet_hook.errors import DeadlineExceeded
 
-    def expire(_signum: int, _frame: object) -> None:
+    def __init__(self, seconds: int) -> None:
+        self.seconds = seconds
+        self.previous: SignalHandler = None
+
+    def __enter__(self) -> None:
+        import signal
+
+        self.previous = signal.signal(signal.SIGALRM, self._expire)
+        signal.alarm(self.seconds)
+
+    def __exit__(self, *_exc_info: object) -> None:
+        import signal
+
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, self.previous)
+
+    def _expire(self, _signum: int, _frame: FrameType | None) -> None:
+        import signal
+
+        from vmnet_hook.errors import DeadlineExceeded
+
         signal.signal(signal.SIGALRM, signal.SIG_DFL)
         signal.alarm(HARD_KILL_SECONDS)
-        raise DeadlineExceeded(f"gave up after {seconds}s (deadline_seconds); nothing left bound")
-
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, previous)
+        raise DeadlineExceeded(
+            f"gave up after {self.seconds}s (deadline_seconds); nothing left bound"
+        )
 
 
 def _uuid(xml: bytes) -> str | None:
@@ -112,6 +133,15 @@ def _uuid(xml: bytes) -> str | None:
 
 
 def _state_dir() -> str:
+    """``config.load(...).state_dir``, or the default when loading fails. With no override
+    and no file at the config path, loading gives the defaults (a missing file) or fails
+    (any other error), so the default is known without importing config."""
+    path = os.environ.get("VMNET_HOOK_CONFIG", DEFAULT_CONFIG_PATH)
+    overridden = any(
+        name.startswith("VMNET_HOOK_") and name != "VMNET_HOOK_CONFIG" for name in os.environ
+    )
+    if not overridden and not os.path.exists(path):
+        return DEFAULT_STATE_DIR
     from vmnet_hook import config
 
     try:
