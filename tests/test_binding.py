@@ -108,3 +108,24 @@ def test_release_removes_only_what_is_still_ours_and_tolerates_gone_links(
     assert altnames(netlink) == {"vethA": ()}
     assert store.load(UUID) is None
     assert binding.release(UUID, netlink, store) == []  # idempotent
+
+
+def test_status_marks_bindings_whose_veth_went_away(store: StateStore) -> None:
+    from vmnet_hook.status import statuses
+
+    netlink = FakeNetlink(veth(10, "vethA"), veth(11, "vethB"))
+    vm = domain(claim(1, "vnaaaa"), claim(2, "vnbbbb"))
+    veths = {vm.claims[0].mac: host_veth(netlink.host_links[10]),
+             vm.claims[1].mac: host_veth(netlink.host_links[11])}  # fmt: skip
+    binding.bind_all(vm, binding.plan(vm, veths), netlink, store)
+    del netlink.host_links[11]
+    rows = [
+        (s.domain, s.placeholder, s.host_veth, s.state, s.problem)
+        for s in statuses(store, netlink)
+    ]
+    assert rows == [
+        ("vm1", "vnaaaa", "vethA", "ok", ""),
+        ("vm1", "vnbbbb", "vethB", "stale", "vnbbbb names no link: the pod's veth is gone"),
+    ]
+    assert statuses(store, netlink, "other-vm") == []
+    assert len(statuses(store, netlink, UUID)) == 2
