@@ -1,0 +1,232 @@
+"""The hook's nothing-to-do path, as libvirtd runs it: behaviour, not timing.
+
+Every step libvirt runs the hook at, with nothing to do, must exit 0, print nothing and
+import nothing heavy (bench/hook.py measures what that is worth). The process is the real
+``hooks/qemu`` in a subprocess; ``-X importtime`` lists every module it loads.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import HOOK, RunHook, domain_xml
+from vmnet_hook import config, fastpath
+from vmnet_hook.state import DomainState, StateStore
+
+HEAVY = ("lxml", "pyroute2", "psutil", "click", "vmnet_hook.hook")
+PLAIN = domain_xml("realistic.xml")  # no vmnet annotation
+ANNOTATED = domain_xml("realistic-annotated.xml", NETNS="vmnt-not-there")
+ANNOTATED_UUID = "b7d4e2a1-0c9f-4a3b-8e6d-5f1a2b3c4d5e"
+PHASES = ("prepare", "start", "started", "stopped", "release")
+STEPS = [(op, sub) for op in PHASES for sub in ("begin", "end")] + [
+    ("migrate", "begin"),
+    ("restore", "begin"),
+    ("reconnect", "begin"),
+    ("attach", "begin"),
+]
+# With the annotation, these have work; every other step (release end too, when the
+# domain has no state file) has none.
+ANNOTATED_WORK = {*fastpath.RESOLVING, *fastpath.CHECKING}
+ANNOTATED_IDLE = [step for step in STEPS if step not in ANNOTATED_WORK]
+
+
+def step_id(step: tuple[str, str]) -> str:
+    return "-".join(step)
+
+
+def imported(
+    args: list[str], xml: str, env: dict[str, str]
+) -> tuple[subprocess.CompletedProcess[str], set[str]]:
+    """Run ``python -X importtime`` on ``args``; the result (importtime lines removed from
+    stderr) and the names of every module the process imported."""
+    done = subprocess.run(
+        [sys.executable, "-X", "importtime", *args], input=xml, capture_output=True,
+        text=True, env=env, timeout=60, check=False,
+    )  # fmt: skip
+    modules: set[str] = set()
+    other: list[str] = []
+    for line in done.stderr.splitlines(keepends=True):
+        if not line.startswith("import time:"):
+            other.append(line)
+        elif not line.rstrip().endswith("imported package"):  # the header line
+            modules.add(line.rsplit("|", 1)[1].strip())
+    done.stderr = "".join(other)
+    return done, modules
+
+
+def heavy(modules: set[str]) -> list[str]:
+    return sorted(m for m in modules if any(m == h or m.startswith(h + ".") for h in HEAVY))
+
+
+@pytest.fixture
+def libvirt_env(tmp_path: Path) -> dict[str, str]:
+    """What libvirtd gives the hook: a cleared environment (so no VMNET_HOOK_* override) and,
+    here, no config file; the state dir is then the default one, only looked at."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VMNET_HOOK_")}
+    return {**env, "VMNET_HOOK_CONFIG": str(tmp_path / "no-config")}
+
+
+@pytest.fixture(scope="module")
+def interpreter_modules() -> set[str]:
+    _done, modules = imported(["-c", "pass"], "", dict(os.environ))
+    return modules
+
+
+def assert_idle(
+    args: list[str], xml: str, env: dict[str, str], interpreter_modules: set[str]
+) -> None:
+    done, modules = imported([str(HOOK), *args], xml, env)
+    assert (done.returncode, done.stdout, done.stderr) == (0, "", "")
+    assert heavy(modules) == []
+    # Stricter than the contract's "nothing heavy": nothing past the interpreter's own
+    # start-up but the fast path itself. Not even vmnet_hook.config, typing or signal.
+    assert modules - interpreter_modules == {"vmnet_hook", "vmnet_hook.fastpath"}
+
+
+@pytest.mark.parametrize("step", STEPS, ids=step_id)
+def test_unannotated_domain_is_silent_and_light(
+    step: tuple[str, str],
+    run_hook: RunHook,
+    libvirt_env: dict[str, str],
+    interpreter_modules: set[str],
+) -> None:
+    done = run_hook("web-frontend-01", *step, "-", xml=PLAIN)
+    assert (done.returncode, done.stdout, done.stderr) == (0, "", "")
+    assert_idle(["web-frontend-01", *step, "-"], PLAIN, libvirt_env, interpreter_modules)
+
+
+@pytest.mark.parametrize("step", ANNOTATED_IDLE, ids=step_id)
+def test_annotated_domain_without_work_is_silent_and_light(
+    step: tuple[str, str],
+    run_hook: RunHook,
+    libvirt_env: dict[str, str],
+    interpreter_modules: set[str],
+) -> None:
+    """Includes release end of a domain that has no state file (never prepared here)."""
+    done = run_hook("web-frontend-02", *step, "-", xml=ANNOTATED)
+    assert (done.returncode, done.stdout, done.stderr) == (0, "", "")
+    assert_idle(["web-frontend-02", *step, "-"], ANNOTATED, libvirt_env, interpreter_modules)
+
+
+def test_release_end_with_overridden_state_dir_and_no_state_is_light(
+    hook_env: dict[str, str],
+) -> None:
+    """An override makes the hook load config to find the state dir; still nothing heavy."""
+    done, modules = imported([str(HOOK), "web-frontend-02", "release", "end", "-"], ANNOTATED,
+                             hook_env)  # fmt: skip
+    assert (done.returncode, done.stdout, done.stderr) == (0, "", "")
+    assert heavy(modules) == []
+
+
+def test_release_end_with_state_does_the_work(hook_env: dict[str, str]) -> None:
+    """The control for the tests above: the import check sees work when there is some, and
+    the state dir of VMNET_HOOK_STATE_DIR is the one looked at."""
+    store = StateStore(hook_env["VMNET_HOOK_STATE_DIR"])
+    store.save(ANNOTATED_UUID, DomainState("web-frontend-02", ()))
+    done, modules = imported([str(HOOK), "web-frontend-02", "release", "end", "-"], ANNOTATED,
+                             hook_env)  # fmt: skip
+    assert (done.returncode, done.stdout, done.stderr) == (0, "", "")
+    assert "vmnet_hook.hook" in modules
+    assert store.load(ANNOTATED_UUID) is None
+
+
+def test_release_end_finds_state_in_the_config_files_state_dir(
+    libvirt_env: dict[str, str], tmp_path: Path
+) -> None:
+    """A config file is read for state_dir even with no override in the environment, and
+    an unannotated domain's state is released too (its annotation may have been removed
+    while it ran)."""
+    state_dir = tmp_path / "configured-state"
+    config_file = tmp_path / "config"
+    config_file.write_text(f"[vmnet-hook]\nstate_dir = {state_dir}\n")
+    store = StateStore(str(state_dir))
+    uuid = "3c9e1f6a-7b2d-4e8f-a1c5-9d0b4e6f2a18"  # realistic.xml's
+    store.save(uuid, DomainState("web-frontend-01", ()))
+    env = {**libvirt_env, "VMNET_HOOK_CONFIG": str(config_file)}
+    done, modules = imported([str(HOOK), "web-frontend-01", "release", "end", "-"], PLAIN, env)
+    assert (done.returncode, done.stdout, done.stderr) == (0, "", "")
+    assert "vmnet_hook.hook" in modules
+    assert store.load(uuid) is None
+
+
+def test_fast_path_defaults_match_config() -> None:
+    """fastpath mirrors two defaults so that release end can skip loading config."""
+    assert fastpath.DEFAULT_CONFIG_PATH == config.DEFAULT_PATH == config.config_path({})
+    assert config.Config().state_dir == fastpath.DEFAULT_STATE_DIR
+
+
+@pytest.mark.parametrize(
+    "args",
+    [[], ["vm1"], ["vm1", "prepare"], ["vm1", "prepare", "begin", "-", "surplus"]],
+    ids=["none", "one", "two", "five"],
+)
+def test_wrong_argument_count_prints_one_usage_line(args: list[str], run_hook: RunHook) -> None:
+    done = run_hook(*args, xml=PLAIN)
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr.startswith("vmnet-hook: usage: ")
+    assert done.stderr.count("\n") == 1 and done.stderr.endswith("\n")
+
+
+def test_three_arguments_are_enough(run_hook: RunHook) -> None:
+    done = run_hook("web-frontend-01", "started", "begin", xml=PLAIN)
+    assert (done.returncode, done.stdout, done.stderr) == (0, "", "")
+
+
+def feed(args: list[str], data: bytes, env: dict[str, str]) -> tuple[int, bool]:
+    """Write all of ``data`` to the hook's stdin as libvirt does, then wait for it.
+
+    A BrokenPipeError here means the hook exited before reading to the end (libvirt would
+    get EPIPE); a hook that stops reading without exiting is killed after 30 s, which
+    this returns as ``killed``. subprocess.communicate would hide both.
+    """
+    proc = subprocess.Popen(
+        [sys.executable, str(HOOK), *args], stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
+    )  # fmt: skip
+    killed = threading.Event()
+
+    def kill() -> None:
+        killed.set()
+        proc.kill()
+
+    watchdog = threading.Timer(30, kill)
+    watchdog.start()
+    try:
+        assert proc.stdin is not None
+        with proc.stdin:
+            proc.stdin.write(data)
+        return proc.wait(), killed.is_set()
+    finally:
+        watchdog.cancel()
+        proc.kill()
+        proc.wait()
+
+
+def padded(xml: str, size: int) -> bytes:
+    """``xml`` grown to ``size`` bytes by a long <description>; still a domain document."""
+    head, tail = xml.split("</description>", 1)
+    return (head + "x" * (size - len(xml)) + "</description>" + tail).encode()
+
+
+@pytest.mark.parametrize(
+    ("args", "xml", "status"),
+    [
+        (["web-frontend-01", "started", "begin", "-"], PLAIN, 0),
+        (["web-frontend-01", "prepare", "begin", "-"], PLAIN, 0),
+        (["web-frontend-02", "release", "end", "-"], ANNOTATED, 0),
+        (["web-frontend-01"], PLAIN, 2),
+    ],
+    ids=["no-op-step", "unannotated-prepare", "release-without-state", "usage-error"],
+)
+def test_stdin_is_read_to_the_end(
+    args: list[str], xml: str, status: int, hook_env: dict[str, str]
+) -> None:
+    data = padded(xml, 5 * 1024 * 1024)
+    assert len(data) == 5 * 1024 * 1024
+    assert feed(args, data, hook_env) == (status, False)
