@@ -15,7 +15,7 @@ import signal
 import subprocess
 import time
 import uuid as uuidlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 RUNTIME_SCOPES = {"containerd": "cri-containerd-{}.scope", "crio": "crio-{}.scope",
@@ -89,11 +89,15 @@ def make_pod(
     pod_log_dir: str | None = None,
     namespace: str = "default",
     name: str | None = None,
+    container_ids: Sequence[str] = (),
+    host_network: bool = False,
 ) -> Pod:
     """Build a pod: netns + veth pair + one sleeping process per container.
 
     With ``cgroup_root`` the processes go into ``layout``'s cgroup directories below it; with
     ``pod_log_dir`` kubelet's ``<namespace>_<name>_<uid>`` directory is made too.
+    ``container_ids`` gives the first containers' ids (random otherwise); a
+    ``host_network`` pod's processes run in the host's netns (its own is made, unused).
     """
     pod = Pod(name or random_name("vmnt-"), random_name("vmv", 10), pod_dev, namespace=namespace)
     try:
@@ -112,11 +116,12 @@ def make_pod(
         )
         _ip("link", "set", pod.host_veth, "up")
         _ip("-n", pod.name, "link", "set", pod_dev, "up")
-        for _ in range(containers):
-            container_id = secrets.token_hex(32)
+        for index in range(containers):
+            given = index < len(container_ids)
+            container_id = container_ids[index] if given else secrets.token_hex(32)
             pod.container_ids.append(container_id)
             group = _container_cgroup(pod, container_id, layout, cgroup_root)
-            pod.pids.append(_spawn(pod, group, in_pod=True))
+            pod.pids.append(_spawn(pod, group, in_pod=not host_network))
         if layout is not None and layout.runtime == "crio" and cgroup_root is not None:
             conmon = (
                 f"{cgroup_root}/{layout.pod_dir(pod.uid)}/crio-conmon-{pod.container_ids[0]}.scope"
