@@ -131,3 +131,24 @@ def demo(no_libvirt: bool) -> None:
 
 def main() -> None:
     cli(prog_name="vmnet-hook")
+
+
+@cli.command()
+@json_option
+@reports_errors
+def pods(as_json: bool) -> None:
+    """List every pod network namespace on this host, its NICs and their host veths.
+
+    Each NIC is checked at both ends as `resolve` checks it; one that cannot be given to
+    a VM says why. Pod names come from kubelet's log directories (pod_log_dir), pod UIDs
+    and container ids from cgroups. Needs root: it reads inside each namespace.
+
+    \b
+    Example:
+      vmnet-hook pods
+      vmnet-hook pods --json | jq '.[] | select(.pods[0].name == "virt-launcher-vm1-x7k2p")'
+    """
+    from vmnet_hook.podlist import list_pods, to_json, to_table
+
+    entries = list_pods(_settings())
+    click.echo(to_json(entries) if as_json else to_table(entries))
