@@ -189,7 +189,10 @@ def check_kernel_altname(facts: Facts) -> Check:
             f"Linux {release}: bound, looked up and unbound an altname on a veth",
         )
     if "Operation not permitted" in facts.altname_error:
-        fix = "run the doctor as root: it tries altnames in a throwaway network namespace"
+        fix = (
+            "run the doctor as root, with its capabilities: it tries altnames in a "
+            "throwaway network namespace"
+        )
     else:
         fix = (
             "the hook binds placeholders as altnames: it needs Linux >= 5.5 "

@@ -1,0 +1,411 @@
+"""vmnet-hook doctor: each check's verdict and fix from made-up facts, then the whole doctor
+on this machine after a real install.sh into temporary directories (root)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+from vmnet_hook import __version__, doctor
+from vmnet_hook.config import Config
+from vmnet_hook.doctor import (
+    Check,
+    Daemon,
+    Facts,
+    HookFile,
+    Interpreter,
+    Paths,
+    SELinux,
+    render,
+    report,
+    run_checks,
+)
+
+HOOKS = "/etc/libvirt/hooks"
+PYTHON = "/opt/vmnet-hook/bin/python3"
+HOOK_WRITTEN = 1_700_000_000.0
+
+
+def healthy(**changes: object) -> Facts:
+    """The facts of a host where every check passes; ``changes`` breaks one thing."""
+    facts = Facts(
+        paths=Paths(),
+        config=Config(),
+        config_error="",
+        overrides=(),
+        kernel_release="6.1.0-18-amd64",
+        altname_error="",
+        libvirt_version="9.0.0",
+        main_hook=HookFile(
+            f"{HOOKS}/qemu",
+            exists=True,
+            ours=True,
+            executable=True,
+            shebang=PYTHON,
+            mtime=HOOK_WRITTEN,
+        ),
+        dropin_hook=HookFile(f"{HOOKS}/qemu.d/vmnet-hook"),
+        interpreter=Interpreter(PYTHON, versions={"vmnet_hook": "0.1.0", "pyroute2": "0.9.7"}),
+        daemon=Daemon("libvirtd", 812, started_at=HOOK_WRITTEN + 60),
+        hup_pid=None,
+        hup_at=0.0,
+        own_pyroute2="0.9.7",
+        cgroup_mounts=(("cgroup2", "/sys/fs/cgroup"),),
+        pod_log_dirs=12,
+        selinux=SELinux(enforcing=None, hooks_unconfined=None),
+    )
+    return dataclasses.replace(facts, **changes)  # type: ignore[arg-type]
+
+
+def verdict(facts: Facts, name: str) -> Check:
+    found = [check(facts) for check in doctor.CHECKS if check(facts).name == name]
+    assert len(found) == 1, name
+    return found[0]
+
+
+FOREIGN = HookFile(f"{HOOKS}/qemu", exists=True, shebang="/bin/sh", mtime=HOOK_WRITTEN)
+DROPIN = HookFile(f"{HOOKS}/qemu.d/vmnet-hook", exists=True, ours=True, executable=True,
+                  shebang=PYTHON, mtime=HOOK_WRITTEN)  # fmt: skip
+
+
+def test_a_healthy_host_passes_every_check() -> None:
+    checks = [check(healthy()) for check in doctor.CHECKS]
+    assert [c.name for c in checks] == ["config", "kernel-altname", "libvirt-version",
+                                        "hook-layout", "hook-runs", "libvirtd", "pyroute2",
+                                        "cgroups", "pod-logs", "selinux"]  # fmt: skip
+    assert [c.name for c in checks if not c.ok] == []
+    assert verdict(healthy(), "hook-runs").detail == (
+        f"{HOOKS}/qemu runs {PYTHON}, which imports vmnet_hook 0.1.0"
+    )
+
+
+# (what is broken, which check, words its detail must hold, words its fix must hold)
+BROKEN: list[tuple[dict[str, object], str, str, str]] = [
+    (dict(config=None, config_error="config file /etc/vmnet-hook/config: unknown key 'proc_rot'"),
+     "config", "unknown key 'proc_rot'", "correct what the message names in /etc/vmnet-hook/config"),
+    (dict(altname_error="cannot bind altname vmnprobe-alt on ifindex 3: (95, 'Operation not supported')"),
+     "kernel-altname", "Linux 6.1.0-18-amd64: cannot bind altname", "Linux >= 5.5"),
+    (dict(altname_error="cannot make a network namespace: Operation not permitted"),
+     "kernel-altname", "Operation not permitted", "run the doctor as root"),
+    (dict(libvirt_version=""),
+     "libvirt-version", "neither libvirtd nor virsh found", "apt-get install libvirt-daemon-system"),
+    (dict(libvirt_version="6.0.0", main_hook=FOREIGN, dropin_hook=DROPIN),
+     "libvirt-version", "libvirt 6.0.0 does not run /etc/libvirt/hooks/qemu.d/vmnet-hook", "upgrade libvirt"),
+    (dict(main_hook=HookFile(f"{HOOKS}/qemu")),
+     "hook-layout", "no vmnet-hook hook in /etc/libvirt/hooks", "run install.sh as root"),
+    (dict(main_hook=FOREIGN),
+     "hook-layout", "/etc/libvirt/hooks/qemu is another program's hook and /etc/libvirt/hooks/qemu.d/vmnet-hook is missing",
+     "it installs /etc/libvirt/hooks/qemu.d/vmnet-hook and leaves /etc/libvirt/hooks/qemu as it is"),
+    (dict(dropin_hook=DROPIN),
+     "hook-layout", "installed twice", "run install.sh again: it keeps one copy"),
+    (dict(main_hook=HookFile(f"{HOOKS}/qemu")),
+     "hook-runs", "no hook of ours to run", "run install.sh as root"),
+    (dict(main_hook=dataclasses.replace(healthy().main_hook, executable=False)),
+     "hook-runs", "/etc/libvirt/hooks/qemu is not executable", "chmod 0755 /etc/libvirt/hooks/qemu"),
+    (dict(main_hook=dataclasses.replace(healthy().main_hook, shebang="/usr/bin/env python3")),
+     "hook-runs", "starts with #!/usr/bin/env python3: libvirtd runs hooks with a bare PATH", "run install.sh again"),
+    (dict(interpreter=Interpreter(PYTHON, error="ModuleNotFoundError: No module named 'vmnet_hook'")),
+     "hook-runs", f"{PYTHON} (from /etc/libvirt/hooks/qemu) cannot import vmnet_hook: ModuleNotFoundError", "run install.sh again"),
+    (dict(daemon=None),
+     "libvirtd", "no libvirtd or virtqemud process running", "start libvirtd"),
+    (dict(daemon=Daemon("libvirtd", 812, started_at=HOOK_WRITTEN - 60)),
+     "libvirtd", "libvirtd (pid 812) started", "kill -HUP 812 (or restart libvirtd) so that it rescans /etc/libvirt/hooks"),
+    (dict(daemon=Daemon("libvirtd", 812, started_at=HOOK_WRITTEN - 60), hup_pid=640, hup_at=HOOK_WRITTEN + 1),
+     "libvirtd", "before /etc/libvirt/hooks/qemu was written", "kill -HUP 812"),
+    (dict(interpreter=Interpreter(PYTHON, versions={"vmnet_hook": "0.1.0", "pyroute2": "0.7.12"})),
+     "pyroute2", f"pyroute2 0.7.12 in the hook's {PYTHON}: vmnet-hook needs >= 0.9", "installs pyroute2 >= 0.9"),
+    (dict(interpreter=None, own_pyroute2=""),
+     "pyroute2", "not importable by this doctor's", "run install.sh again"),
+    (dict(cgroup_mounts=()),
+     "cgroups", "no cgroup or cgroup2 mount in /proc/self/mounts", "mount -t cgroup2"),
+    (dict(pod_log_dirs=None),
+     "pod-logs", "/var/log/pods does not exist (no kubelet here?): pod=NAMESPACE/NAME cannot be resolved", "set pod_log_dir in /etc/vmnet-hook/config"),
+    (dict(selinux=SELinux(enforcing=True, hooks_unconfined=False)),
+     "selinux", "virt_hooks_unconfined is off", "setsebool -P virt_hooks_unconfined on"),
+    (dict(selinux=SELinux(enforcing=True, hooks_unconfined=None)),
+     "selinux", "the policy has no virt_hooks_unconfined boolean", "ausearch -m avc"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("changes", "name", "detail", "fix"), BROKEN)
+def test_each_failure_says_what_is_wrong_and_what_to_fix(
+    changes: dict[str, object], name: str, detail: str, fix: str
+) -> None:
+    check = verdict(healthy(**changes), name)
+    assert not check.ok
+    assert detail in check.detail
+    assert fix in check.fix
+    assert "\n" not in check.detail + check.fix
+
+
+def test_only_the_pod_log_dir_is_a_warning() -> None:
+    warned = verdict(healthy(pod_log_dirs=None), "pod-logs")
+    assert (warned.status, warned.failed) == ("warn", False)
+    for changes, name, _detail, _fix in BROKEN:
+        if name != "pod-logs":
+            assert verdict(healthy(**changes), name).failed, (name, changes)
+
+
+# What passes without being the usual case, and says so.
+PASSING: list[tuple[dict[str, object], str, str]] = [
+    (dict(main_hook=FOREIGN, dropin_hook=DROPIN),
+     "hook-layout", "/etc/libvirt/hooks/qemu.d/vmnet-hook (installed by install.sh); /etc/libvirt/hooks/qemu: another program's hook"),
+    (dict(main_hook=HookFile(f"{HOOKS}/qemu"), dropin_hook=DROPIN),
+     "hook-layout", "/etc/libvirt/hooks/qemu: absent"),
+    (dict(libvirt_version="6.0.0"),
+     "libvirt-version", "libvirt 6.0.0 (< 6.5: only /etc/libvirt/hooks/qemu runs, which is ours)"),
+    (dict(daemon=Daemon("libvirtd", 812, started_at=HOOK_WRITTEN - 60), hup_pid=812, hup_at=HOOK_WRITTEN + 1),
+     "libvirtd", "install.sh sent it SIGHUP"),
+    (dict(daemon=Daemon("virtqemud", 90, started_at=HOOK_WRITTEN + 5)),
+     "libvirtd", "virtqemud (pid 90) started"),
+    (dict(interpreter=None),
+     "pyroute2", "pyroute2 0.9.7 in this doctor's"),
+    (dict(cgroup_mounts=(("cgroup", "/sys/fs/cgroup/cpu"), ("cgroup2", "/sys/fs/cgroup/unified"))),
+     "cgroups", "cgroup2 at /sys/fs/cgroup/unified; 1 cgroup v1 hierarchies"),
+    (dict(selinux=SELinux(enforcing=None, hooks_unconfined=None)), "selinux", "SELinux not enforcing"),
+    (dict(selinux=SELinux(enforcing=False, hooks_unconfined=False)), "selinux", "SELinux permissive"),
+    (dict(selinux=SELinux(enforcing=True, hooks_unconfined=True)), "selinux", "virt_hooks_unconfined is on"),
+    (dict(overrides=("VMNET_HOOK_STATE_DIR",)), "config", "overridden here by VMNET_HOOK_STATE_DIR; libvirtd passes none"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("changes", "name", "detail"), PASSING)
+def test_unusual_but_working_setups_pass_and_say_how(
+    changes: dict[str, object], name: str, detail: str
+) -> None:
+    check = verdict(healthy(**changes), name)
+    assert check.ok, check
+    assert detail in check.detail
+
+
+def test_render_is_one_table_then_the_fixes() -> None:
+    checks = [
+        Check("config", True, "/etc/vmnet-hook/config absent: the defaults apply"),
+        Check("hook-layout", False, "no vmnet-hook hook in /etc/libvirt/hooks", "run install.sh as root"),
+        Check("pod-logs", False, "/var/log/pods does not exist", "nothing to do", severity="warning"),
+    ]  # fmt: skip
+    assert render(checks).splitlines() == [
+        "ok    config       /etc/vmnet-hook/config absent: the defaults apply",
+        "FAIL  hook-layout  no vmnet-hook hook in /etc/libvirt/hooks",
+        "warn  pod-logs     /var/log/pods does not exist",
+        "",
+        "To fix:",
+        "  hook-layout: run install.sh as root",
+        "  pod-logs: nothing to do",
+        "",
+        "3 checks: 1 ok, 1 failed, 1 warning",
+    ]
+    assert json.loads(json.dumps(report(checks))) == {
+        "ok": False,
+        "checks": [
+            {"status": "ok", "name": "config", "ok": True, "severity": "error", "fix": "",
+             "detail": "/etc/vmnet-hook/config absent: the defaults apply"},
+            {"status": "FAIL", "name": "hook-layout", "ok": False, "severity": "error",
+             "detail": "no vmnet-hook hook in /etc/libvirt/hooks", "fix": "run install.sh as root"},
+            {"status": "warn", "name": "pod-logs", "ok": False, "severity": "warning",
+             "detail": "/var/log/pods does not exist", "fix": "nothing to do"},
+        ],
+    }  # fmt: skip
+    assert report(checks[:1] + checks[2:])["ok"] is True  # a warning alone does not fail
+
+
+def test_an_invalid_config_file_is_named_and_the_rest_still_runs(tmp_path: Path) -> None:
+    config_file = tmp_path / "config"
+    config_file.write_text("[vmnet-hook]\ndeadline_seconds = soon\n")
+
+    checks = run_checks(Paths(hooks_dir=str(tmp_path / "hooks"), config_path=str(config_file)), {})
+
+    config_check = checks[0]
+    assert config_check.name == "config" and not config_check.ok
+    assert (
+        config_check.detail
+        == "config key deadline_seconds: 'soon' is not a whole number of seconds 1-300"
+    )
+    assert len(checks) == len(doctor.CHECKS)
+
+
+# --- on this machine, for real ---------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Installed:
+    root: Path
+
+    @property
+    def prefix(self) -> Path:
+        return self.root / "opt" / "vmnet-hook"
+
+    @property
+    def hooks(self) -> Path:
+        return self.root / "etc" / "libvirt" / "hooks"
+
+    @property
+    def config(self) -> Path:
+        return self.root / "etc" / "vmnet-hook" / "config"
+
+    def paths(self, **changes: object) -> Paths:
+        paths = Paths(hooks_dir=str(self.hooks), config_path=str(self.config))
+        return dataclasses.replace(paths, **changes)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Installed]:
+    """install.sh, run for real into temporary PREFIX, HOOKS_DIR and CONFIG_DIR, once."""
+    if os.geteuid() != 0:
+        pytest.skip("install.sh runs as root")
+    layout = Installed(tmp_path_factory.mktemp("doctor") / "root")
+    env = {**os.environ, "PREFIX": str(layout.prefix), "HOOKS_DIR": str(layout.hooks),
+           "CONFIG_DIR": str(layout.config.parent)}  # fmt: skip
+    result = subprocess.run(["bash", str(REPO / "install.sh")], env=env, capture_output=True,
+                            text=True, timeout=600, check=False, stdin=subprocess.DEVNULL)  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    yield layout
+    subprocess.run(["bash", str(REPO / "install.sh"), "--uninstall"], env=env,
+                   capture_output=True, timeout=600, check=False)  # fmt: skip
+
+
+@pytest.fixture
+def libvirtd_started_now(tmp_path: Path) -> Iterator[str]:
+    """A process named libvirtd, started after the install, and its pid file: what a host
+    looks like once libvirtd was (re)started after install.sh, without touching the real
+    libvirtd that other tests use."""
+    program = tmp_path / "libvirtd"
+    shutil.copy("/bin/sleep", program)
+    process = subprocess.Popen([str(program), "600"])
+    pidfile = tmp_path / "libvirtd.pid"
+    pidfile.write_text(f"{process.pid}\n")
+    yield str(pidfile)
+    process.kill()
+    process.wait()
+
+
+def by_name(checks: list[Check]) -> dict[str, Check]:
+    return {check.name: check for check in checks}
+
+
+@pytest.mark.kernel
+@pytest.mark.libvirt
+def test_doctor_passes_on_this_machine_after_install(
+    installed: Installed, libvirtd_started_now: str
+) -> None:
+    checks = run_checks(installed.paths(daemon_pidfiles=(libvirtd_started_now,)), environ={})
+
+    assert [c.name for c in checks if c.failed] == [], render(checks)
+    found = by_name(checks)
+    assert found["kernel-altname"].detail.endswith(
+        "bound, looked up and unbound an altname on a veth"
+    )
+    assert found["hook-layout"].detail == f"{installed.hooks}/qemu (installed by install.sh)"
+    assert found["hook-runs"].detail == (
+        f"{installed.hooks}/qemu runs {installed.prefix}/bin/python3, which imports vmnet_hook {__version__}"
+    )
+    assert found["pyroute2"].detail.startswith("pyroute2 0.9")
+    assert f"in the hook's {installed.prefix}/bin/python3" in found["pyroute2"].detail
+    assert found["libvirtd"].detail.startswith("libvirtd (pid ")
+    assert found["config"].detail == f"{installed.config} absent: the defaults apply"
+    assert found["pod-logs"].status == ("ok" if os.path.isdir("/var/log/pods") else "warn")
+    assert " 0 failed, " in render(checks).splitlines()[-1]
+
+
+@pytest.mark.kernel
+def test_doctor_names_the_missing_hook(installed: Installed, tmp_path: Path) -> None:
+    hooks = tmp_path / "hooks"
+    shutil.copytree(installed.hooks, hooks)
+    (hooks / "qemu").unlink()
+
+    found = by_name(run_checks(installed.paths(hooks_dir=str(hooks)), environ={}))
+
+    assert found["hook-layout"].status == "FAIL"
+    assert found["hook-layout"].detail == f"no vmnet-hook hook in {hooks}"
+    assert found["hook-layout"].fix == "run install.sh as root"
+    assert found["hook-runs"].detail == "no hook of ours to run"
+
+
+@pytest.mark.kernel
+def test_doctor_names_an_interpreter_that_cannot_import_the_package(
+    installed: Installed, tmp_path: Path
+) -> None:
+    hooks = tmp_path / "hooks"
+    shutil.copytree(installed.hooks, hooks)
+    hook = hooks / "qemu"
+    lines = hook.read_text().splitlines(keepends=True)
+    hook.write_text("#!/usr/bin/python3\n" + "".join(lines[1:]))  # Debian's, without the package
+
+    found = by_name(run_checks(installed.paths(hooks_dir=str(hooks)), environ={}))
+
+    assert found["hook-runs"].status == "FAIL"
+    assert (
+        "cannot import vmnet_hook: ModuleNotFoundError: No module named"
+        in found["hook-runs"].detail
+    )
+    assert found["hook-runs"].fix.startswith("run install.sh again")
+
+
+@pytest.mark.kernel
+@pytest.mark.libvirt
+def test_doctor_asks_for_a_sighup_when_libvirtd_predates_the_hook(
+    installed: Installed, tmp_path: Path
+) -> None:
+    hooks = tmp_path / "hooks"
+    shutil.copytree(installed.hooks, hooks)
+    os.utime(hooks / "qemu")  # written just now, after the real libvirtd started
+    paths = installed.paths(hooks_dir=str(hooks))
+
+    found = by_name(run_checks(paths, environ={}))["libvirtd"]
+
+    daemon = doctor.find_daemon(paths.daemon_pidfiles, "/proc")
+    assert daemon is not None, "libvirtd must run for the libvirt tier (tests/setup-system.sh)"
+    assert found.status == "FAIL"
+    assert f"{daemon.name} (pid {daemon.pid}) started" in found.detail
+    assert f"before {hooks}/qemu was written" in found.detail
+    assert found.fix.startswith(f"kill -HUP {daemon.pid} (or restart {daemon.name})")
+
+    # install.sh's record of the SIGHUP it sent, after the hook was written, settles it.
+    record = installed.prefix / "vmnet-hook-install" / "libvirtd-hup"
+    time.sleep(0.01)
+    record.write_text(f"{daemon.pid}\n")
+    try:
+        again = by_name(run_checks(paths, environ={}))["libvirtd"]
+    finally:
+        record.unlink()
+    assert again.ok, again
+    assert "install.sh sent it SIGHUP" in again.detail
+
+
+@pytest.mark.kernel
+def test_the_altname_probe_leaves_nothing_behind() -> None:
+    before = sorted(os.listdir("/sys/class/net")), sorted(_pinned_netns())
+
+    assert doctor.probe_altnames() == ""
+
+    assert (sorted(os.listdir("/sys/class/net")), sorted(_pinned_netns())) == before
+
+
+@pytest.mark.kernel
+def test_the_altname_probe_without_capabilities_says_to_run_as_root() -> None:
+    probe = "from vmnet_hook.doctor import probe_altnames; print(probe_altnames())"
+    result = subprocess.run(  # root, but with every capability dropped
+        ["setpriv", "--inh-caps=-all", "--bounding-set=-all", sys.executable, "-c", probe],
+        capture_output=True, text=True, timeout=60, check=True, cwd=REPO,
+    )  # fmt: skip
+    error = result.stdout.strip()
+    assert error == "cannot make a network namespace: Operation not permitted"
+    check = verdict(healthy(altname_error=error), "kernel-altname")
+    assert check.fix.startswith("run the doctor as root")
+
+
+def _pinned_netns() -> list[str]:
+    try:
+        return os.listdir("/run/netns")
+    except FileNotFoundError:
+        return []
