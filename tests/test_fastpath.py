@@ -7,6 +7,8 @@ import nothing heavy (bench/hook.py measures what that is worth). The process is
 
 from __future__ import annotations
 
+import gc
+import io
 import os
 import subprocess
 import sys
@@ -230,3 +232,12 @@ def test_stdin_is_read_to_the_end(
     data = padded(xml, 5 * 1024 * 1024)
     assert len(data) == 5 * 1024 * 1024
     assert feed(args, data, hook_env) == (status, False)
+
+
+def test_main_called_in_process_leaves_the_garbage_collector_alone() -> None:
+    """hooks/qemu's process turns gc off for its one call; a caller of main() keeps its own."""
+    err = io.StringIO()
+    xml = io.BytesIO(ANNOTATED.encode())
+    status = fastpath.main(["web-frontend-02", "prepare", "begin", "-"], xml, io.StringIO(), err)
+    assert status == 1 and "vmnt-not-there" in err.getvalue()
+    assert gc.isenabled()
