@@ -129,10 +129,6 @@ def demo(no_libvirt: bool) -> None:
     run(click.echo, with_libvirt=not no_libvirt)
 
 
-def main() -> None:
-    cli(prog_name="vmnet-hook")
-
-
 @cli.command()
 @json_option
 @reports_errors
@@ -152,3 +148,59 @@ def pods(as_json: bool) -> None:
 
     entries = list_pods(_settings())
     click.echo(to_json(entries) if as_json else to_table(entries))
+
+
+@cli.command()
+@xml_argument
+@dev_option
+@selector_options
+@click.option("--mac", help="which interface (added as a direct interface if the domain lacks it)")
+@reports_errors
+def annotate(xml_file: BinaryIO, pod_dev: str, mac: str | None, **selectors: str | None) -> None:
+    """Add or update a domain's vmnet annotation and set a placeholder <source dev>.
+
+    The output is ready for `virsh define`. The domain's one direct interface is used
+    unless --mac names another; a domain with none gets one.
+
+    \b
+    Example:
+      virsh dumpxml vm1 | vmnet-hook annotate --pod default/virt-launcher-vm1-x7k2p \\
+          --dev eth0 > vm1.xml && virsh define vm1.xml
+    """
+    from vmnet_hook.annotate import annotate as annotated
+    from vmnet_hook.annotation import parse_xml
+    from vmnet_hook.rewrite import to_text
+
+    tree = annotated(parse_xml(xml_file.read()), selector_from(selectors), pod_dev, mac)
+    click.echo(to_text(tree), nl=False)
+
+
+@cli.command()
+@click.argument("domain", required=False)
+@json_option
+@reports_errors
+def status(domain: str | None, as_json: bool) -> None:
+    """Show the bindings in effect, checked against the live links; exit 1 if any is stale.
+
+    \b
+    Example:
+      vmnet-hook status vm1
+    """
+    from vmnet_hook.netlink import Pyroute2Netlink
+    from vmnet_hook.state import StateStore
+    from vmnet_hook.status import statuses
+
+    rows = statuses(StateStore(_settings().state_dir), Pyroute2Netlink(), domain)
+    if as_json:
+        click.echo(json.dumps([{**vars(row), "state": row.state} for row in rows], indent=1))
+    elif not rows:
+        click.echo("no bindings" + (f" for {domain}" if domain else ""))
+    for row in [] if as_json else rows:
+        line = f"{row.domain}  {row.mac}  {row.placeholder} -> {row.host_veth}  {row.state}"
+        click.echo(line + (f": {row.problem}" if row.problem else ""))
+    if any(row.problem for row in rows):
+        click.get_current_context().exit(1)
+
+
+def main() -> None:
+    cli(prog_name="vmnet-hook")
