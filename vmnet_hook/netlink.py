@@ -123,7 +123,7 @@ def socket_in_netns(path: str) -> socket.socket:
         try:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
             try:
-                _setns(fd)
+                setns(fd)
             finally:
                 os.close(fd)
             result.append(socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, 0))
@@ -140,7 +140,8 @@ def socket_in_netns(path: str) -> socket.socket:
     return result[0]
 
 
-def _setns(fd: int) -> None:
+def setns(fd: int) -> None:
+    """Move the calling thread into the network namespace open at ``fd``."""
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.setns(fd, CLONE_NEWNET) != 0:
         errno = ctypes.get_errno()

@@ -18,6 +18,8 @@ import uuid as uuidlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
+from vmnet_hook.netlink import setns
+
 RUNTIME_SCOPES = {"containerd": "cri-containerd-{}.scope", "crio": "crio-{}.scope",
                   "docker": "docker-{}.scope"}  # fmt: skip
 QOS_CLASSES = ("besteffort", "burstable", "guaranteed")
@@ -193,18 +195,22 @@ def _mkdir(pod: Pod, path: str) -> str:
 
 
 def _spawn(pod: Pod, cgroup: str | None, *, in_pod: bool) -> int:
-    command = ["sleep", "infinity"]
-    if in_pod:
-        command = ["nsenter", f"--net=/run/netns/{pod.name}", "--", *command]
+    """A sleeping process, already in its cgroup and namespace when this returns: the
+    child joins both before exec, and Popen returns only after the exec succeeded."""
+    netns = f"/run/netns/{pod.name}" if in_pod else None
 
-    def enter_cgroup() -> None:
+    def enter_cgroup_and_netns() -> None:
         if cgroup is not None:
             with open(f"{cgroup}/cgroup.procs", "w", encoding="ascii") as procs:
                 procs.write(str(os.getpid()))
+        if netns is not None:
+            fd = os.open(netns, os.O_RDONLY)
+            setns(fd)
+            os.close(fd)
 
     proc = subprocess.Popen(
-        command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL, preexec_fn=enter_cgroup, start_new_session=True,
+        ["sleep", "infinity"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL, preexec_fn=enter_cgroup_and_netns, start_new_session=True,
     )  # fmt: skip
     pod._procs.append(proc)
     return proc.pid
