@@ -204,9 +204,16 @@ def interleaved(rounds: int, jobs: dict[str, Job]) -> dict[str, Row]:
 
 def bench_noop(rounds: int, work: Path, base_env: dict[str, str]) -> None:
     clean_python = make_clean_venv(work / "clean-venv")
-    config_file = work / "config"
-    config_file.write_text(f"[vmnet-hook]\nstate_dir = {work / 'state-from-config'}\n")
-    with_config = {**base_env, "VMNET_HOOK_CONFIG": str(config_file)}
+    policy, moved = work / "config-policy", work / "config-state-dir"
+    policy.write_text("[vmnet-hook]\nallowed_namespaces = vms staging\n")
+    moved.write_text(f"[vmnet-hook]\nstate_dir = {work / 'state-from-config'}\n")
+    configs = {
+        "+policy": ({**base_env, "VMNET_HOOK_CONFIG": str(policy)}, "release end, config file"),
+        "+moved": (
+            {**base_env, "VMNET_HOOK_CONFIG": str(moved)},
+            "release end, config file sets state_dir",
+        ),
+    }
     steps = [f"{op} {sub}" for op, sub in NOOP_STEPS]
     jobs: dict[str, Job] = {}
     for layout, python in (("dev", sys.executable), ("clean", clean_python)):
@@ -215,7 +222,8 @@ def bench_noop(rounds: int, work: Path, base_env: dict[str, str]) -> None:
             argv = [python, HOOK, "web-frontend-01", *step.split(), "-"]
             jobs[f"{layout} {step}"] = job(argv, PLAIN_XML, base_env)
         argv = [python, HOOK, "web-frontend-01", "release", "end", "-"]
-        jobs[f"{layout} +config"] = job(argv, PLAIN_XML, with_config)
+        for key, (env, _label) in configs.items():
+            jobs[f"{layout} {key}"] = job(argv, PLAIN_XML, env)
     for name, run_once in jobs.items():  # warm-up: byte-code caches written, pages cached
         assert run_once(False).stdout == "", name
     rows = interleaved(rounds, jobs)
@@ -223,7 +231,7 @@ def bench_noop(rounds: int, work: Path, base_env: dict[str, str]) -> None:
     for step, label in [
         ("pass", "python -c pass (baseline)"),
         *zip(steps, steps, strict=True),
-        ("+config", "release end, config file present"),
+        *((key, label) for key, (_env, label) in configs.items()),
     ]:
         cells = [label]
         for layout in ("dev", "clean"):

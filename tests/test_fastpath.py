@@ -116,6 +116,18 @@ def test_annotated_domain_without_work_is_silent_and_light(
     assert_idle(["web-frontend-02", *step, "-"], ANNOTATED, libvirt_env, interpreter_modules)
 
 
+def test_release_end_with_a_config_file_that_keeps_the_state_dir_is_light(
+    libvirt_env: dict[str, str], tmp_path: Path, interpreter_modules: set[str]
+) -> None:
+    """A config file (allowed_namespaces, say) that does not name state_dir cannot move it:
+    release end of a domain without state needs no config module to know that."""
+    config_file = tmp_path / "config"
+    config_file.write_text("[vmnet-hook]\nallowed_namespaces = vms\nlog_level = debug\n")
+    env = {**libvirt_env, "VMNET_HOOK_CONFIG": str(config_file)}
+    args = ["web-frontend-02", "release", "end", "-"]
+    assert_idle(args, ANNOTATED, env, interpreter_modules)
+
+
 def test_release_end_with_overridden_state_dir_and_no_state_is_light(
     hook_env: dict[str, str],
 ) -> None:

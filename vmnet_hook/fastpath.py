@@ -146,14 +146,16 @@ def _uuid(xml: bytes) -> str | None:
 
 
 def _state_dir() -> str:
-    """``config.load(...).state_dir``, or the default when loading fails. With no override
-    and no file at the config path, loading gives the defaults (a missing file) or fails
-    (any other error), so the default is known without importing config."""
-    path = os.environ.get("VMNET_HOOK_CONFIG", DEFAULT_CONFIG_PATH)
+    """``config.load(...).state_dir``, or the default when loading fails. Loading config
+    costs more than the interpreter's start-up, so it is skipped where it can only give
+    the default: no override, and a config file that is missing or never names state_dir
+    (config either leaves the default or fails, which means the default here too)."""
     overridden = any(
         name.startswith("VMNET_HOOK_") and name != "VMNET_HOOK_CONFIG" for name in os.environ
     )
-    if not overridden and not os.path.exists(path):
+    if not overridden and not _names_state_dir(
+        os.environ.get("VMNET_HOOK_CONFIG", DEFAULT_CONFIG_PATH)
+    ):
         return DEFAULT_STATE_DIR
     from vmnet_hook import config
 
@@ -161,3 +163,14 @@ def _state_dir() -> str:
         return config.load(config.config_path()).state_dir
     except Exception:  # a broken config is reported by _work, which loads it again
         return config.Config().state_dir
+
+
+def _names_state_dir(path: str) -> bool:
+    """Whether the config file at ``path`` could set state_dir. configparser lower-cases
+    keys, and no other character lower-cases into one of "state_dir"'s."""
+    try:
+        with open(path, "rb") as handle:
+            text = handle.read()
+    except OSError:  # missing: the defaults; unreadable: config fails, so the default
+        return False
+    return "state_dir" in text.decode("utf-8", "replace").lower()
