@@ -305,13 +305,18 @@ def _refuse_ambiguous(what: str, ids: Collection[str]) -> None:
 
 
 def _container_dirs(roots: list[str], prefix: str) -> dict[str, list[str]]:
+    """Container cgroups whose id starts with ``prefix``: one listing per pod cgroup.
+
+    Names alone decide (no ``stat``): cgroupfs's own files never hold 12 hex digits.
+    """
     by_id: dict[str, list[str]] = {}
     for root in roots:
         for pod_dir in _all_pod_dirs(root):
-            for entry in _subdirs(pod_dir):
-                match = _CONTAINER_DIR.fullmatch(entry.name)
-                if match and match[1].startswith(prefix):
-                    by_id.setdefault(match[1], []).append(entry.path)
+            for name in _names(pod_dir):
+                if prefix in name:
+                    match = _CONTAINER_DIR.fullmatch(name)
+                    if match and match[1].startswith(prefix):
+                        by_id.setdefault(match[1], []).append(f"{pod_dir}/{name}")
     return by_id
 
 
@@ -359,11 +364,19 @@ def _pod_dirs_for(root: str, uid: str) -> list[str]:
 
 
 def _all_pod_dirs(root: str) -> Iterator[str]:
-    for entry in _subdirs(root):
-        if _POD_DIR.fullmatch(entry.name):
-            yield entry.path
-        elif _QOS_DIR.fullmatch(entry.name):
-            yield from (e.path for e in _subdirs(entry.path) if _POD_DIR.fullmatch(e.name))
+    for name in _names(root):
+        if _POD_DIR.fullmatch(name):
+            yield f"{root}/{name}"
+        elif _QOS_DIR.fullmatch(name):
+            qos = f"{root}/{name}"
+            yield from (f"{qos}/{pod}" for pod in _names(qos) if _POD_DIR.fullmatch(pod))
+
+
+def _names(path: str) -> list[str]:
+    try:
+        return os.listdir(path)
+    except OSError:
+        return []
 
 
 def _subdirs(path: str) -> list[os.DirEntry[str]]:
