@@ -208,7 +208,7 @@ def test_a_host_network_pod_is_refused_saying_so(
 ) -> None:
     pod = new_pod(cgroup_root=cgroup_root, containers=2, host_network=True)
     assert refusal(resolver, "pod-uid", pod.uid) == (
-        f"pod-uid={pod.uid} uses the host network (2 process(es), all in the host's network "
+        f"pod-uid={pod.uid} uses the host network (its processes are in the host's network "
         "namespace); only a pod with its own network namespace has a NIC to give"
     )
 

@@ -140,7 +140,7 @@ def test_a_crio_pod_whose_containers_exited_has_no_process_not_the_host_network(
 def test_a_host_network_pod_is_refused_saying_so(host: FakeHost) -> None:
     host.process("host", host.container(PodLayout(), UID_A, ID_A))
     assert host.refusal("pod-uid", UID_A) == (
-        f"pod-uid={UID_A} uses the host network (1 process(es), all in the host's network "
+        f"pod-uid={UID_A} uses the host network (its processes are in the host's network "
         "namespace); only a pod with its own network namespace has a NIC to give"
     )
 

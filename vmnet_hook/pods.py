@@ -163,18 +163,18 @@ def one_pod_netns(what: str, pids: list[int], proc: ProcFs) -> PodNetns:
     """Group ``pids`` by network namespace, drop the host's: exactly one must remain."""
     host = proc.host_netns()
     groups: dict[NetnsId, list[int]] = {}
-    in_host = 0
+    in_host = False
     for pid in sorted(pids):
         netns = proc.netns_of(pid)
         if netns == host:
-            in_host += 1
+            in_host = True
         elif netns is not None:
             groups.setdefault(netns, []).append(pid)
     if not groups:
         if in_host:
             raise PodNotFound(
-                f"{what} uses the host network ({in_host} process(es), all in the host's "
-                "network namespace); only a pod with its own network namespace has a NIC to give"
+                f"{what} uses the host network (its processes are in the host's network "
+                "namespace); only a pod with its own network namespace has a NIC to give"
             )
         raise PodNotFound(f"{what}: no running process found; is the pod running on this host?")
     if len(groups) > 1:
