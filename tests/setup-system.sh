@@ -43,6 +43,17 @@ running() {
   return 1
 }
 
+# Without udev, /dev/kvm stays root-only. libvirt probes QEMU's capabilities as root (KVM:
+# yes) but checks KVM for the qemu user (KVM: no), so it finds its cache stale and probes
+# again on every lookup: `virsh define` takes ~45s. udev's rule on Debian, GROUP="kvm"
+# with the group allowed in, makes both agree.
+if [ -c /dev/kvm ] && getent group kvm >/dev/null \
+  && [ "$(stat -c %G:%a /dev/kvm)" != kvm:660 ] && [ "$(stat -c %a /dev/kvm)" != 666 ]; then
+  say "chgrp kvm /dev/kvm; chmod 0660 /dev/kvm (as udev would; libvirt re-probes QEMU otherwise)"
+  chgrp kvm /dev/kvm
+  chmod 0660 /dev/kvm
+fi
+
 for daemon in virtlogd libvirtd; do
   if ! running "$daemon"; then
     say "starting $daemon -d"
