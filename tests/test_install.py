@@ -48,12 +48,13 @@ class Layout:
     def dropin(self) -> Path:
         return self.hooks / "qemu.d" / "vmnet-hook"
 
-    def run(self, *args: str) -> subprocess.CompletedProcess[str]:
+    def run(self, *args: str, **extra_env: str) -> subprocess.CompletedProcess[str]:
         env = {
             **os.environ,
             "PREFIX": str(self.prefix),
             "HOOKS_DIR": str(self.hooks),
             "CONFIG_DIR": str(self.config),
+            **extra_env,
         }
         return subprocess.run(
             ["bash", str(INSTALL), *args], env=env, capture_output=True, text=True,
@@ -269,6 +270,20 @@ def test_a_prefix_install_sh_did_not_make_is_refused(layout: Layout) -> None:
         assert f"{layout.prefix}" in result.stderr and "not made by install.sh" in result.stderr
         assert (layout.prefix / "precious").read_text() == "data\n"
         assert not layout.hooks.exists()
+
+
+def test_an_interpreter_that_cannot_make_a_venv_is_named(layout: Layout, tmp_path: Path) -> None:
+    # Like Debian's python3 without python3-venv: `import ensurepip` fails. install.sh
+    # apt-installs python3-venv only for /usr/bin/python3; another interpreter is reported.
+    python = tmp_path / "python3"
+    python.write_text("#!/bin/sh\nexit 1\n")
+    python.chmod(0o755)
+    result = layout.run(PYTHON=str(python))
+    assert result.returncode == 1
+    assert result.stderr == (
+        f"install.sh: error: {python} cannot make a virtual environment (no venv/ensurepip module)\n"
+    )
+    assert not layout.root.exists()
 
 
 def test_bad_arguments_print_usage(layout: Layout) -> None:
