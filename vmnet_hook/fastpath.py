@@ -26,8 +26,8 @@ CHECKING = frozenset({("reconnect", "begin"), ("attach", "begin")})
 RELEASING = ("release", "end")
 USAGE = "usage: qemu DOMAIN OPERATION SUB-OPERATION [EXTRA] < domain.xml"
 HARD_KILL_SECONDS = 2
-# Mirrors of vmnet_hook.config's defaults, so that release end needs no config import when
-# there is no config file and no override (as under libvirtd, which clears the environment).
+# Mirrors of vmnet_hook.config's defaults (tests/test_fastpath.py checks them), so that
+# release end needs no config import when nothing can move the state dir (see _state_dir).
 DEFAULT_CONFIG_PATH = "/etc/vmnet-hook/config"
 DEFAULT_STATE_DIR = "/run/vmnet-hook"
 
@@ -167,7 +167,8 @@ def _state_dir() -> str:
 
 def _names_state_dir(path: str) -> bool:
     """Whether the config file at ``path`` could set state_dir. configparser lower-cases
-    keys, and no other character lower-cases into one of "state_dir"'s."""
+    keys; the only other characters that lower-case into ASCII, U+0130 and U+212A, become
+    "i" + U+0307 and "k", which cannot complete "state_dir"."""
     try:
         with open(path, "rb") as handle:
             text = handle.read()
