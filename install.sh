@@ -110,33 +110,29 @@ make_venv() {
   if [ -e "$PREFIX" ] && [ ! -d "$RECORD" ] && [ -n "$(ls -A "$PREFIX" 2>/dev/null)" ]; then
     die "$PREFIX exists and was not made by install.sh; remove it or choose another PREFIX"
   fi
+  if [ ! -d "$RECORD" ]; then  # the record first: an interrupted run can be run again
+    local parent parents=()
+    parent=$(dirname "$PREFIX")
+    while [ ! -d "$parent" ]; do
+      parents=("$parent" "${parents[@]}")
+      parent=$(dirname "$parent")
+    done
+    mkdir -p "$RECORD"
+    for parent in "${parents[@]}"; do
+      record_created "$parent"
+    done
+  fi
   if [ -x "$PREFIX/bin/python3" ] && "$PREFIX/bin/python3" -c '' 2>/dev/null; then
     say "virtual environment $PREFIX: already there"
     return
   fi
-  local kept="" parent parents=()
-  parent=$(dirname "$PREFIX")
-  while [ ! -d "$parent" ]; do  # made by venv below; recorded once the record exists
-    parents=("$parent" "${parents[@]}")
-    parent=$(dirname "$parent")
-  done
-  if [ -d "$RECORD" ]; then  # a broken environment (Python upgraded?): remake, keep the record
-    kept=$(mktemp -d)
-    mv "$RECORD" "$kept/"
-    rm -rf -- "$PREFIX"
+  local made=made
+  if [ -e "$PREFIX/pyvenv.cfg" ]; then  # broken (Python upgraded?): remake, keep the record
+    find "$PREFIX" -mindepth 1 -maxdepth 1 ! -name "$(basename "$RECORD")" -exec rm -rf -- {} +
+    made=remade
   fi
   "$PYTHON" -m venv "$PREFIX"
-  if [ -n "$kept" ]; then
-    mv "$kept/$(basename "$RECORD")" "$RECORD"
-    rmdir "$kept"
-    say "virtual environment $PREFIX: remade with $("$PREFIX/bin/python3" -V)"
-  else
-    mkdir "$RECORD"
-    for parent in "${parents[@]}"; do
-      record_created "$parent"
-    done
-    say "virtual environment $PREFIX: made with $("$PREFIX/bin/python3" -V)"
-  fi
+  say "virtual environment $PREFIX: $made with $("$PREFIX/bin/python3" -V)"
 }
 
 install_package() {
@@ -220,37 +216,40 @@ install_config_dir() {
 
 # --- libvirtd ------------------------------------------------------------------------
 
-libvirtd_pid() {
-  local pid comm name
-  if [ -r /run/libvirtd.pid ]; then
-    pid=$(tr -dc 0-9 </run/libvirtd.pid)
-    if [ -n "$pid" ] && [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = libvirtd ]; then
-      printf '%s\n' "$pid"
+# The daemon that runs qemu hooks: libvirtd, or virtqemud where the daemons are split.
+daemon_pid() {
+  local pidfile pid comm name
+  for pidfile in /run/libvirtd.pid /run/virtqemud.pid; do
+    pid=$({ tr -dc 0-9 <"$pidfile"; } 2>/dev/null || true)
+    if [ -n "$pid" ] && { read -r name <"/proc/$pid/comm"; } 2>/dev/null \
+      && [ "$name" = "$(basename "$pidfile" .pid)" ]; then
+      printf '%s %s\n' "$name" "$pid"
       return
     fi
-  fi
+  done
   for comm in /proc/[0-9]*/comm; do
-    if { read -r name <"$comm"; } 2>/dev/null && [ "$name" = libvirtd ]; then
+    if { read -r name <"$comm"; } 2>/dev/null \
+      && { [ "$name" = libvirtd ] || [ "$name" = virtqemud ]; }; then
       pid=${comm#/proc/}
-      printf '%s\n' "${pid%/comm}"
+      printf '%s %s\n' "$name" "${pid%/comm}"
       return
     fi
   done
 }
 
 reload_libvirtd() {
-  local pid
+  local name pid
   if [ "$HOOKS_DIR" != "$LIBVIRT_HOOKS_DIR" ]; then
     say "libvirtd: not signalled (HOOKS_DIR is not $LIBVIRT_HOOKS_DIR)"
     return
   fi
-  pid=$(libvirtd_pid)
-  if [ -z "$pid" ]; then
+  read -r name pid < <(daemon_pid) || true
+  if [ -z "${pid:-}" ]; then
     say "libvirtd: not running; it finds the hook when it starts"
   elif kill -HUP "$pid"; then
-    say "libvirtd (pid $pid): sent SIGHUP so that it rescans $HOOKS_DIR"
+    say "$name (pid $pid): sent SIGHUP so that it rescans $HOOKS_DIR"
   else
-    die "could not send SIGHUP to libvirtd (pid $pid)"
+    die "could not send SIGHUP to $name (pid $pid)"
   fi
 }
 

@@ -189,6 +189,23 @@ def test_rerun_changes_nothing_and_says_so(layout: Layout) -> None:
     assert str(layout.hooks) in created and str(layout.config) in created
 
 
+def test_a_broken_environment_is_remade_and_the_record_kept(layout: Layout) -> None:
+    layout.install()
+    record = layout.prefix / "vmnet-hook-install" / "created"
+    created = record.read_text()
+    # As after a Python upgrade: the environment's interpreter no longer runs.
+    (layout.prefix / "bin" / "python3").unlink()
+    (layout.prefix / "bin" / "python3").symlink_to("/nonexistent/python3")
+
+    lines = layout.install()
+
+    assert lines[0].startswith(f"install.sh: virtual environment {layout.prefix}: remade with ")
+    assert record.read_text() == created
+    assert f"install.sh: hook {layout.hooks}/qemu: up to date" in lines
+    lines = layout.install("--uninstall")
+    assert not layout.prefix.exists() and not layout.hooks.exists()
+
+
 def test_foreign_hook_is_kept_and_the_hook_goes_to_qemu_d(layout: Layout) -> None:
     layout.hooks.mkdir(parents=True)
     foreign = layout.hooks / "qemu"
