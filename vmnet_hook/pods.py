@@ -91,19 +91,18 @@ class ProcFs:
         return NetnsId(info.st_dev, info.st_ino)
 
     def cgroup_mounts(self) -> list[str]:
-        """Each hierarchy once: cgroup2 first, then the cgroup v1 hierarchies."""
-        found: dict[str, list[str]] = {"cgroup2": [], "cgroup": []}
-        try:
-            with open(f"{self.root}/self/mounts", encoding="utf-8") as mounts:
-                lines = mounts.read().splitlines()
-        except OSError:
-            return []
-        for line in lines:
+        """Each hierarchy once: cgroup2 first, then the cgroup v1 hierarchies.
+
+        A node has mounts by the thousand (each pinned netns, each pod volume): only the
+        lines with a cgroup type are split.
+        """
+        found: dict[bytes, list[str]] = {b"cgroup2": [], b"cgroup": []}
+        for line in _lines_with(_read_all(f"{self.root}/self/mounts"), b" cgroup"):
             fields = line.split()
             if len(fields) >= 3 and fields[2] in found:
-                point = _MOUNT_ESCAPE.sub(lambda m: chr(int(m[1], 8)), fields[1])
+                point = _MOUNT_ESCAPE.sub(lambda m: chr(int(m[1], 8)), os.fsdecode(fields[1]))
                 found[fields[2]].append(point)
-        return _one_per_hierarchy(found["cgroup2"] + found["cgroup"])
+        return _one_per_hierarchy(found[b"cgroup2"] + found[b"cgroup"])
 
     def pids(self) -> Iterator[int]:
         with os.scandir(self.root) as entries:
@@ -195,16 +194,14 @@ def pod_uid_of(pod_log_dir: str, pod: str, proc: ProcFs) -> str:
     namespace, name = pod.split("/", 1)
     prefix = f"{namespace}_{name}_"
     try:
-        with os.scandir(pod_log_dir) as entries:
-            uids = sorted(
-                entry.name[len(prefix) :]
-                for entry in entries
-                if entry.name.startswith(prefix)
-                and is_pod_uid(entry.name[len(prefix) :])
-                and entry.is_dir()
-            )
+        names = [name for name in os.listdir(pod_log_dir) if name.startswith(prefix)]
     except OSError as error:
         raise PodNotFound(f"pod={pod}: cannot read {pod_log_dir}: {error.strerror}") from None
+    uids = sorted(
+        name[len(prefix) :]
+        for name in names
+        if is_pod_uid(name[len(prefix) :]) and os.path.isdir(f"{pod_log_dir}/{name}")
+    )
     if not uids:
         raise PodNotFound(
             f"pod={pod}: no such pod on this host (no {prefix}<uid> directory in {pod_log_dir})"
@@ -466,6 +463,34 @@ def pinned_netns(netns_dir: str, name: str, proc: ProcFs) -> PodNetns:
     if netns == host:
         raise PodNotFound(f"netns={name} is the host's own network namespace; refused")
     return PodNetns(path, netns, ())
+
+
+def _read_all(path: str) -> bytes:
+    """A /proc file whole, in as few reads as the kernel allows; empty when unreadable."""
+    chunks: list[bytes] = []
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return b""
+    try:
+        while chunk := os.read(fd, 1 << 16):
+            chunks.append(chunk)
+    except OSError:
+        return b""
+    finally:
+        os.close(fd)
+    return b"".join(chunks)
+
+
+def _lines_with(text: bytes, needle: bytes) -> Iterator[bytes]:
+    """The lines of ``text`` that hold ``needle``, found without splitting the rest."""
+    at = text.find(needle)
+    while at != -1:
+        begin = text.rfind(b"\n", 0, at) + 1
+        end = text.find(b"\n", at)
+        end = len(text) if end == -1 else end
+        yield text[begin:end]
+        at = text.find(needle, end)
 
 
 def _one_per_hierarchy(points: list[str]) -> list[str]:
