@@ -489,7 +489,8 @@ def run(host: Host, sizes: list[int], samples: int, naive_samples: int) -> int:
     print(
         f"resolve latency in ms: median of {samples} in-process Resolver.host_veth calls a "
         f"selector, of {naive_samples} for naive (psutil over every process); on the wall "
-        "clock, and in CPU time, which other users of the machine (load) do not inflate"
+        "clock, and in this process's CPU time (less moved by other users of the machine, "
+        "though a VM's stolen time still counts)"
     )
     print(HEADER, flush=True)
     rows = []
