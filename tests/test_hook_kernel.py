@@ -168,3 +168,26 @@ def test_release_after_the_pod_is_gone_succeeds_and_forgets_the_domain(
     released = run_hook("vm1", "release", "end", "-", xml=xml)
     assert (released.returncode, released.stderr) == (0, "")
     assert not Path(hook_env["VMNET_HOOK_STATE_DIR"], f"{UUID}.json").exists()
+
+
+def test_one_syslog_line_per_decision_and_steps_at_debug(
+    make_pod: MakePod, hook_env: dict[str, str]
+) -> None:
+    from vmnet_hook.config import load
+    from vmnet_hook.hook import HookCall, System, run
+
+    pod = make_pod()
+    config = load(hook_env["VMNET_HOOK_CONFIG"], environ=hook_env)
+    lines: list[tuple[str, str]] = []
+    system = System(config, log=lambda level, message: lines.append((level, message)))
+    xml = domain_xml(NETNS=pod.name).encode()
+    run(HookCall("vm1", "prepare", "begin", xml, config), system)
+    run(HookCall("vm1", "release", "end", xml, config), system)
+    assert [line for line in lines if line[0] != "debug"] == [
+        ("info", f"prepare domain=vm1 mac=52:54:00:12:34:56 pod=netns={pod.name} dev=eth0 "
+                 f"host_veth={pod.host_veth}: bound {PLACEHOLDER}"),
+        ("info", "release vm1: bindings removed"),
+    ]  # fmt: skip
+    steps = [message for level, message in lines if level == "debug"]
+    assert steps[0] == f"vm1 52:54:00:12:34:56: resolving netns={pod.name} dev eth0"
+    assert f"host veth {pod.host_veth}" in steps[1] and "both ends checked" in steps[1]

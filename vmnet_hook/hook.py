@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from lxml import etree
 
 from vmnet_hook import binding
-from vmnet_hook.annotation import Domain, domain_uuid, parse_domain, parse_xml
+from vmnet_hook.annotation import Claim, Domain, domain_uuid, parse_domain, parse_xml
 from vmnet_hook.config import Config
 from vmnet_hook.errors import DeadlineExceeded, Failures, InterfaceError, VmnetError
 from vmnet_hook.log import Log
@@ -55,15 +55,13 @@ def prepare(call: HookCall, system: System) -> str:
     leftovers = binding.release(domain.uuid, system.netlink, system.store)
     for problem in leftovers:
         system.log("warning", f"{domain.name}: leftover binding: {problem}")
-    veths = resolve_all(domain, system.resolver)
+    veths = resolve_all(domain, system.resolver, system.log)
     bindings = binding.plan(domain, veths)
     binding.bind_all(domain, bindings, system.netlink, system.store)
+    bound = {b.mac for b in bindings}
     for claim in domain.claims:
-        system.log(
-            "info",
-            f"prepare {domain.name} {claim.mac} {claim.selector} "
-            f"{claim.pod_dev} -> {veths[claim.mac].name}: bound {claim.placeholder}",
-        )
+        result = f"bound {claim.placeholder}" if claim.mac in bound else "already named"
+        _decision(system, call, claim, veths[claim.mac], result)
     return to_text(rewrite(tree, domain.claims, lambda claim: veths[claim.mac].name))
 
 
@@ -72,8 +70,9 @@ def filter_xml(call: HookCall, system: System) -> str:
     tree, domain = _parse(call)
     if not domain.claims:
         return ""
-    veths = resolve_all(domain, system.resolver)
-    system.log("info", f"{call.operation} {domain.name}: rewrote {len(veths)} interface(s)")
+    veths = resolve_all(domain, system.resolver, system.log)
+    for claim in domain.claims:
+        _decision(system, call, claim, veths[claim.mac], "rewritten")
     return to_text(rewrite(tree, domain.claims, lambda claim: veths[claim.mac].name))
 
 
@@ -124,13 +123,22 @@ def run(call: HookCall, system: System | None = None) -> str:
         raise DeadlineExceeded(f"domain {call.domain!r}: {error}") from None
 
 
-def resolve_all(domain: Domain, resolver: Resolver) -> dict[str, HostVeth]:
+def resolve_all(
+    domain: Domain, resolver: Resolver, log: Callable[[str, str], None] = lambda _l, _m: None
+) -> dict[str, HostVeth]:
     """Every claim's host veth, or one error line per interface that failed."""
     veths: dict[str, HostVeth] = {}
     problems: list[VmnetError] = []
     for claim in domain.claims:
+        log("debug", f"{domain.name} {claim.mac}: resolving {claim.selector} dev {claim.pod_dev}")
         try:
             veths[claim.mac] = resolver.host_veth(claim.selector, claim.pod_dev)
+            found = veths[claim.mac]
+            log(
+                "debug",
+                f"{domain.name} {claim.mac}: pod {found.pod_netns}, host veth "
+                f"{found.name} (ifindex {found.index}), both ends checked",
+            )
         except DeadlineExceeded:
             raise  # the whole call is over, not just this interface
         except VmnetError as error:
@@ -138,6 +146,14 @@ def resolve_all(domain: Domain, resolver: Resolver) -> dict[str, HostVeth]:
     if problems:
         raise Failures(problems)
     return veths
+
+
+def _decision(system: System, call: HookCall, claim: Claim, veth: HostVeth, result: str) -> None:
+    system.log(
+        "info",
+        f"{call.operation} domain={call.domain} mac={claim.mac} "
+        f"pod={claim.selector} dev={claim.pod_dev} host_veth={veth.name}: {result}",
+    )
 
 
 def _parse(call: HookCall) -> tuple[etree._ElementTree, Domain]:
