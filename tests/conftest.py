@@ -76,8 +76,9 @@ MakePod = Callable[..., sandbox.Pod]
 
 
 @pytest.fixture
-def make_pod() -> Iterator[MakePod]:
-    """Build real pods (netns, veth, processes); every one is removed, pass or fail."""
+def make_pod(cgroup_root: str) -> Iterator[MakePod]:
+    """Build real pods (netns, veth, processes); every one is removed, pass or fail, and
+    before ``cgroup_root``, whose directories their processes sit in."""
     pods: list[sandbox.Pod] = []
 
     def make(pod_dev: str = "eth0", **options: object) -> sandbox.Pod:

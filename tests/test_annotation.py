@@ -131,3 +131,7 @@ def test_placeholder_is_vn_and_twelve_hex_digits_stable_per_domain_and_mac() -> 
     assert name == placeholder_for("6f1c2a9e-3b4d-4c5e-8f90-a1b2c3d4e5f6", "52:54:00:12:34:56")
     assert name != placeholder_for("6f1c2a9e-3b4d-4c5e-8f90-a1b2c3d4e5f6", "52:54:00:12:34:57")
     assert len(name) == 14 and name.startswith("vn") and int(name[2:], 16) >= 0
+
+
+def test_a_static_pods_32_hex_uid_is_a_pod_uid() -> None:
+    parse('<vmnet:interface pod-uid="0A1B2C3D4E5F60718293A4B5C6D7E8F9" dev="eth0"/>')

@@ -25,7 +25,8 @@ _IFNAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]{0,14}")
 _LABEL = r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?"
 _SELECTOR_SYNTAX = {
     "pod": (re.compile(rf"{_LABEL}/[a-z0-9]([-a-z0-9.]{{0,251}}[a-z0-9])?"), "NAMESPACE/NAME"),
-    "pod-uid": (_UUID, "a UID"),
+    # static (mirror) pods have a 32-hex-digit UID, the hash of their manifest
+    "pod-uid": (re.compile(rf"{_UUID.pattern}|[0-9a-f]{{32}}"), "a UID"),
     "container": (re.compile(r"[0-9a-f]{12,64}"), "12 to 64 hex digits"),
     "pid": (re.compile(r"[1-9][0-9]{0,9}"), "a process id"),
     "netns": (re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,254}"), "a name under netns_dir"),
