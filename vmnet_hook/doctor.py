@@ -469,8 +469,7 @@ def report(checks: list[Check]) -> dict[str, object]:
 def gather(paths: Paths, environ: Mapping[str, str] = os.environ) -> Facts:
     settings, config_error = _load_config(paths.config_path, environ)
     main_hook, dropin_hook = read_hook(paths.main_hook), read_hook(paths.dropin_hook)
-    proc_root = (settings or Config()).proc_root
-    pod_log_dir = (settings or Config()).pod_log_dir
+    proc_root, pod_log_dir = (settings or Config()).proc_root, (settings or Config()).pod_log_dir
     ours = next((hook for hook in (main_hook, dropin_hook) if hook.ours), None)
     hup_pid, hup_at = _hup_record(ours)
     return Facts(
@@ -512,7 +511,7 @@ def read_hook(path: str) -> HookFile:
     return HookFile(
         path,
         exists=True,
-        ours=MARKER in head[:3],
+        ours=MARKER in head,  # a whole line, as install.sh's grep -x
         executable=os.access(path, os.X_OK),
         shebang=shebang,
         mtime=info.st_mtime,
