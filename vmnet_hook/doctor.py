@@ -476,7 +476,9 @@ def gather(paths: Paths, environ: Mapping[str, str] = os.environ) -> Facts:
         paths=paths,
         config=settings,
         config_error=config_error,
-        overrides=tuple(sorted(k for k in environ if k.startswith("VMNET_HOOK_"))),
+        overrides=tuple(
+            sorted(k for k in environ if k.startswith("VMNET_HOOK_") and k != "VMNET_HOOK_CONFIG")
+        ),
         kernel_release=platform.release(),
         altname_error=probe_altnames(),
         libvirt_version=libvirt_version(paths.search_path),
