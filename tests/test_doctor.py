@@ -14,9 +14,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
 from tests.conftest import REPO
 from vmnet_hook import __version__, doctor
+from vmnet_hook.cli import cli
 from vmnet_hook.config import Config
 from vmnet_hook.doctor import (
     Check,
@@ -409,3 +411,14 @@ def _pinned_netns() -> list[str]:
         return os.listdir("/run/netns")
     except FileNotFoundError:
         return []
+
+
+def test_the_doctor_command_names_a_missing_hook_and_exits_1(tmp_path: Path) -> None:
+    hooks, runner = tmp_path / "hooks", CliRunner()
+    env = {"VMNET_HOOK_CONFIG": str(tmp_path / "no-config")}
+    table = runner.invoke(cli, ["doctor", "--hooks-dir", str(hooks)], env=env)
+    as_json = runner.invoke(cli, ["doctor", "--json", "--hooks-dir", str(hooks)], env=env)
+    assert table.exit_code == 1 and as_json.exit_code == 1
+    assert f"FAIL  hook-layout      no vmnet-hook hook in {hooks}" in table.output
+    assert "  hook-layout: run install.sh as root" in table.output
+    assert json.loads(as_json.output)["ok"] is False

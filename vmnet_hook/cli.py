@@ -202,5 +202,33 @@ def status(domain: str | None, as_json: bool) -> None:
         click.get_current_context().exit(1)
 
 
+@cli.command()
+@click.option(
+    "--hooks-dir",
+    default="/etc/libvirt/hooks",
+    show_default=True,
+    help="libvirt's hooks directory, as install.sh's HOOKS_DIR",
+)
+@json_option
+def doctor(hooks_dir: str, as_json: bool) -> None:
+    """Check that this host can run the hook, and say what to fix; exit 1 if a check fails.
+
+    Tries an altname on a veth in a throwaway network namespace, so run it as root on the
+    libvirt host. Checks shown as `warn` (no kubelet pod logs) do not fail it.
+
+    \b
+    Example:
+      sudo vmnet-hook doctor
+      sudo vmnet-hook doctor --json | jq -r '.checks[] | select(.ok | not) | .fix'
+    """
+    from vmnet_hook.doctor import Paths, render, report, run_checks
+
+    paths = Paths(hooks_dir=hooks_dir.rstrip("/") or "/", config_path=config.config_path())
+    checks = run_checks(paths)
+    click.echo(json.dumps(report(checks), indent=1) if as_json else render(checks))
+    if any(check.failed for check in checks):
+        click.get_current_context().exit(1)
+
+
 def main() -> None:
     cli(prog_name="vmnet-hook")
