@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Install vmnet-hook as libvirt's qemu hook, from the checkout this script sits in.
 #
-#   sudo ./install.sh               install, or update an earlier install (idempotent)
-#   sudo ./install.sh --uninstall   put back what was there before
+#   sudo ./install.sh                 install, or update an earlier install (idempotent)
+#   sudo ./install.sh --with-libvirt  the same, after installing libvirt and QEMU from
+#                                     Debian and starting virtlogd and libvirtd if needed
+#   sudo ./install.sh --uninstall     put back what was there before
 #
 # What it does:
 #   - apt-installs python3 and python3-venv when they are missing;
@@ -13,22 +15,27 @@
 #     and no virtualenv. A HOOKS_DIR/qemu that is not ours is never touched: then the hook
 #     goes to HOOKS_DIR/qemu.d/vmnet-hook, and libvirt >= 6.5 runs both;
 #   - makes CONFIG_DIR (default /etc/vmnet-hook); no config file is needed;
+#   - links BIN_DIR/vmnet-hook (default /usr/local/sbin) to the environment's command,
+#     unless something else already has that name;
 #   - sends SIGHUP to a running libvirtd, which looks for hooks only when it starts or
 #     reloads (only when HOOKS_DIR is libvirt's own, /etc/libvirt/hooks).
 # What it made, and a backup of anything it moved aside, is recorded under PREFIX so that
 # --uninstall can put back exactly what was there.
 #
-# Environment: PREFIX, HOOKS_DIR, CONFIG_DIR, PYTHON (the interpreter the environment is
-# made from; default /usr/bin/python3).
+# Environment: PREFIX, HOOKS_DIR, CONFIG_DIR, BIN_DIR, PYTHON (the interpreter the
+# environment is made from; default /usr/bin/python3).
 set -euo pipefail
 
 readonly MARKER="# vmnet-hook: installed by install.sh; remove with install.sh --uninstall"
 readonly LIBVIRT_HOOKS_DIR=/etc/libvirt/hooks
 readonly DEPENDENCIES=(python3 python3-venv)
+readonly LIBVIRT_PACKAGES=(iproute2 libvirt-daemon-system libvirt-daemon-driver-qemu
+  libvirt-clients qemu-system-x86)
 
 PREFIX=${PREFIX:-/opt/vmnet-hook}
 HOOKS_DIR=${HOOKS_DIR:-$LIBVIRT_HOOKS_DIR}
 CONFIG_DIR=${CONFIG_DIR:-/etc/vmnet-hook}
+BIN_DIR=${BIN_DIR:-/usr/local/sbin}
 PYTHON=${PYTHON:-/usr/bin/python3}
 SOURCE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)
 RECORD="$PREFIX/vmnet-hook-install"  # created, moved, backup/: what --uninstall undoes
@@ -43,10 +50,12 @@ die() {
 
 usage() {
   cat <<EOF
-usage: install.sh [--uninstall]
+usage: install.sh [--with-libvirt | --uninstall]
   Installs vmnet-hook from $SOURCE as libvirt's qemu hook.
-  --uninstall   remove the hook and $PREFIX, and put back what install.sh moved
-Environment: PREFIX=$PREFIX HOOKS_DIR=$HOOKS_DIR CONFIG_DIR=$CONFIG_DIR PYTHON=$PYTHON
+  --with-libvirt  first install libvirt and QEMU (apt) and start virtlogd and libvirtd
+  --uninstall     remove the hook and $PREFIX, and put back what install.sh moved
+Environment: PREFIX=$PREFIX HOOKS_DIR=$HOOKS_DIR CONFIG_DIR=$CONFIG_DIR BIN_DIR=$BIN_DIR
+  PYTHON=$PYTHON
 EOF
 }
 
@@ -75,6 +84,62 @@ ensure_python() {
   apt-get update -qq >/dev/null
   apt-get install -y -qq --no-install-recommends "${DEPENDENCIES[@]}" >/dev/null
   "$PYTHON" -c 'import ensurepip, venv' || die "$PYTHON still cannot make a virtual environment"
+}
+
+# --- libvirt, for --with-libvirt -----------------------------------------------------
+
+apt_install_missing() {
+  local package missing=()
+  for package in "$@"; do
+    if [ "$(dpkg-query -W -f='${Status}' "$package" 2>/dev/null)" != "install ok installed" ]; then
+      missing+=("$package")
+    fi
+  done
+  if [ "${#missing[@]}" -gt 0 ]; then
+    say "apt-get install ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq >/dev/null
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  fi
+}
+
+running() {
+  local comm name
+  for comm in /proc/[0-9]*/comm; do
+    if { read -r name <"$comm"; } 2>/dev/null && [ "$name" = "$1" ]; then
+      return 0
+    fi
+  done
+  return 1
+}
+
+ensure_libvirt() {
+  apt_install_missing "${LIBVIRT_PACKAGES[@]}"
+  # Without udev, /dev/kvm stays root-only. libvirt probes QEMU's capabilities as root
+  # (KVM: yes) but checks KVM as the qemu user (KVM: no), finds its cache stale and probes
+  # again on every call: `virsh define` takes ~45s. udev's Debian rule makes both agree.
+  if [ -c /dev/kvm ] && getent group kvm >/dev/null \
+    && [ "$(stat -c %G:%a /dev/kvm)" != kvm:660 ] && [ "$(stat -c %a /dev/kvm)" != 666 ]; then
+    say "chgrp kvm /dev/kvm; chmod 0660 /dev/kvm (as udev would; libvirt re-probes QEMU otherwise)"
+    chgrp kvm /dev/kvm
+    chmod 0660 /dev/kvm
+  fi
+  local daemon
+  for daemon in virtlogd libvirtd; do
+    if ! running "$daemon"; then
+      say "starting $daemon"
+      if [ -d /run/systemd/system ]; then
+        systemctl start "$daemon"
+      else
+        "$daemon" -d
+      fi
+    fi
+  done
+  local deadline=$((SECONDS + 60))
+  until timeout 10 virsh -c qemu:///system version >/dev/null 2>&1; do
+    [ "$SECONDS" -lt "$deadline" ] || die "libvirtd does not answer on qemu:///system after 60s"
+    sleep 0.5
+  done
 }
 
 # --- the record of what install.sh made and moved ----------------------------------
@@ -214,6 +279,28 @@ install_config_dir() {
   fi
 }
 
+# The command on root's PATH, as a link into the environment; a foreign one is left alone.
+link_command() {
+  local link="$BIN_DIR/vmnet-hook" target="$PREFIX/bin/vmnet-hook"
+  if [ "$(readlink "$link" 2>/dev/null)" = "$target" ]; then
+    say "command $link: already there"
+  elif [ -e "$link" ] || [ -L "$link" ]; then
+    say "command $link: another program's; use $target"
+  else
+    make_dir "$BIN_DIR"
+    ln -s "$target" "$link"
+    say "command $link: linked to $target"
+  fi
+}
+
+unlink_command() {
+  local link="$BIN_DIR/vmnet-hook"
+  if [ "$(readlink "$link" 2>/dev/null)" = "$PREFIX/bin/vmnet-hook" ]; then
+    rm -f -- "$link"
+    say "removed command $link"
+  fi
+}
+
 # --- libvirtd ------------------------------------------------------------------------
 
 # The daemon that runs qemu hooks: libvirtd, or virtqemud where the daemons are split.
@@ -247,6 +334,10 @@ reload_libvirtd() {
   if [ -z "${pid:-}" ]; then
     say "libvirtd: not running; it finds the hook when it starts"
   elif kill -HUP "$pid"; then
+    # For `vmnet-hook doctor`: this file's time against the hook's says it rescanned since.
+    if [ -d "$RECORD" ]; then
+      printf '%s\n' "$pid" >"$RECORD/libvirtd-hup"
+    fi
     say "$name (pid $pid): sent SIGHUP so that it rescans $HOOKS_DIR"
   else
     die "could not send SIGHUP to $name (pid $pid)"
@@ -259,6 +350,7 @@ install() {
   install_package
   install_hook
   install_config_dir
+  link_command
   reload_libvirtd
   say "done"
 }
@@ -273,6 +365,7 @@ uninstall() {
       say "removed hook $hook"
     fi
   done
+  unlink_command
   if [ ! -d "$RECORD" ]; then
     if [ -e "$PREFIX" ]; then
       die "$PREFIX was not made by install.sh: left as it is"
@@ -314,10 +407,11 @@ uninstall() {
 }
 
 main() {
-  local action=install
+  local action=install with_libvirt=false
   case "${1:-}" in
     "") ;;
     --uninstall) action=uninstall ;;
+    --with-libvirt) with_libvirt=true ;;
     -h | --help)
       usage
       return 0
@@ -335,12 +429,17 @@ main() {
   absolute PREFIX "$PREFIX"
   absolute HOOKS_DIR "$HOOKS_DIR"
   absolute CONFIG_DIR "$CONFIG_DIR"
+  absolute BIN_DIR "$BIN_DIR"
+  BIN_DIR=${BIN_DIR%/}
   PREFIX=${PREFIX%/}
   HOOKS_DIR=${HOOKS_DIR%/}
   CONFIG_DIR=${CONFIG_DIR%/}
   RECORD="$PREFIX/vmnet-hook-install"
   MAIN_HOOK="$HOOKS_DIR/qemu"
   DROPIN_HOOK="$HOOKS_DIR/qemu.d/vmnet-hook"
+  if "$with_libvirt"; then
+    ensure_libvirt
+  fi
   "$action"
 }
 

@@ -45,6 +45,10 @@ class Layout:
         return self.root / "etc" / "vmnet-hook"
 
     @property
+    def bin(self) -> Path:
+        return self.root / "usr" / "local" / "sbin"
+
+    @property
     def dropin(self) -> Path:
         return self.hooks / "qemu.d" / "vmnet-hook"
 
@@ -54,6 +58,7 @@ class Layout:
             "PREFIX": str(self.prefix),
             "HOOKS_DIR": str(self.hooks),
             "CONFIG_DIR": str(self.config),
+            "BIN_DIR": str(self.bin),
             **extra_env,
         }
         return subprocess.run(
@@ -120,6 +125,7 @@ def test_fresh_install_makes_a_working_hook_and_uninstall_removes_it(
         f" from {REPO}",
         f"install.sh: hook {layout.hooks}/qemu: installed",
         f"install.sh: config directory {layout.config}: made (no config file: the defaults apply)",
+        f"install.sh: command {layout.bin}/vmnet-hook: linked to {layout.prefix}/bin/vmnet-hook",
         "install.sh: libvirtd: not signalled (HOOKS_DIR is not /etc/libvirt/hooks)",
         "install.sh: done",
     ]
@@ -140,7 +146,7 @@ def test_fresh_install_makes_a_working_hook_and_uninstall_removes_it(
     ).stdout.strip()  # fmt: skip
     assert where.startswith(f"{layout.prefix}/lib/"), where
     version = subprocess.run(
-        [str(layout.prefix / "bin" / "vmnet-hook"), "--version"],
+        [str(layout.bin / "vmnet-hook"), "--version"],
         capture_output=True, text=True, timeout=60, check=True,
     ).stdout  # fmt: skip
     assert __version__ in version
@@ -162,6 +168,8 @@ def test_fresh_install_makes_a_working_hook_and_uninstall_removes_it(
     (layout.config / "config").write_text("[vmnet-hook]\nlog_level = debug\n")
     lines = layout.install("--uninstall")
     assert f"install.sh: removed hook {hook}" in lines
+    assert f"install.sh: removed command {layout.bin}/vmnet-hook" in lines
+    assert not (layout.bin / "vmnet-hook").exists()
     assert f"install.sh: kept directory {layout.config}: it is not empty" in lines
     assert f"install.sh: removed virtual environment {layout.prefix}" in lines
     assert not layout.prefix.exists()
@@ -263,12 +271,14 @@ def test_uninstall_puts_back_what_install_moved_aside(layout: Layout) -> None:
     assert f"install.sh: put back {layout.dropin}" in lines
     assert layout.snapshot() == before
     assert not layout.prefix.exists()
-    # Of the directories, install.sh made only the environment's parent and CONFIG_DIR.
+    # Of the directories, install.sh made only the environment's parent, CONFIG_DIR and
+    # BIN_DIR with its parents.
     removed = sorted(line for line in lines if line.startswith("install.sh: removed directory"))
-    assert removed == [
-        f"install.sh: removed directory {layout.config}",
-        f"install.sh: removed directory {layout.prefix.parent}",
-    ]
+    assert removed == sorted(
+        f"install.sh: removed directory {path}"
+        for path in (layout.config, layout.prefix.parent, layout.bin, layout.bin.parent,
+                     layout.bin.parent.parent)
+    )  # fmt: skip
 
 
 def test_uninstall_with_nothing_installed_says_so(layout: Layout) -> None:
@@ -306,7 +316,7 @@ def test_an_interpreter_that_cannot_make_a_venv_is_named(layout: Layout, tmp_pat
 def test_bad_arguments_print_usage(layout: Layout) -> None:
     result = layout.run("--frobnicate")
     assert result.returncode == 2
-    assert result.stderr.startswith("usage: install.sh [--uninstall]")
+    assert result.stderr.startswith("usage: install.sh [--with-libvirt | --uninstall]")
     assert not layout.root.exists()
 
 
