@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -96,3 +97,41 @@ def domain_xml(name: str = "one-nic.xml", **replacements: str) -> str:
     for key, value in replacements.items():
         text = text.replace(key, value)
     return text
+
+
+@dataclass(frozen=True)
+class InstallLayout:
+    """Where install.sh is told to put things: all below one temporary root."""
+
+    root: Path
+
+    @property
+    def prefix(self) -> Path:
+        return self.root / "opt" / "vmnet-hook"
+
+    @property
+    def hooks(self) -> Path:
+        return self.root / "etc" / "libvirt" / "hooks"
+
+    @property
+    def dropin(self) -> Path:
+        return self.hooks / "qemu.d" / "vmnet-hook"
+
+    @property
+    def config(self) -> Path:
+        return self.root / "etc" / "vmnet-hook"
+
+    @property
+    def bin(self) -> Path:
+        return self.root / "usr" / "local" / "sbin"
+
+    def env(self, **extra: str) -> dict[str, str]:
+        """The environment that points install.sh at this layout."""
+        return {
+            **os.environ,
+            "PREFIX": str(self.prefix),
+            "HOOKS_DIR": str(self.hooks),
+            "CONFIG_DIR": str(self.config),
+            "BIN_DIR": str(self.bin),
+            **extra,
+        }

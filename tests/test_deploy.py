@@ -23,7 +23,7 @@ import kubernetes_validate  # type: ignore[import-untyped]
 import pytest
 from kubernetes_validate.utils import resources_from_file  # type: ignore[import-untyped]
 
-from tests.conftest import REPO
+from tests.conftest import REPO, InstallLayout
 
 DEPLOY = REPO / "deploy"
 MANIFEST = DEPLOY / "daemonset.yaml"
@@ -172,10 +172,9 @@ def image(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @dataclass(frozen=True)
-class Node:
+class Node(InstallLayout):
     """A node's directories, all below one temporary root; the 'host' is this machine."""
 
-    root: Path
     image: Path
 
     @property
@@ -183,27 +182,11 @@ class Node:
         return self.root / "var" / "lib" / "vmnet-hook"
 
     @property
-    def prefix(self) -> Path:
-        return self.root / "opt" / "vmnet-hook"
-
-    @property
-    def hooks(self) -> Path:
-        return self.root / "etc" / "libvirt" / "hooks"
-
-    @property
     def hook(self) -> Path:
         return self.hooks / "qemu"
 
     def env(self, **extra: str) -> dict[str, str]:
-        return {
-            **os.environ,
-            "STAGE": str(self.stage),
-            "HOST_EXEC": "",  # this machine is the host
-            "PREFIX": str(self.prefix),
-            "HOOKS_DIR": str(self.hooks),
-            "CONFIG_DIR": str(self.root / "etc" / "vmnet-hook"),
-            **extra,
-        }
+        return super().env(STAGE=str(self.stage), HOST_EXEC="", **extra)  # "" : this machine
 
     @property
     def script(self) -> str:

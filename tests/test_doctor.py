@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from tests.conftest import REPO
+from tests.conftest import REPO, InstallLayout
 from vmnet_hook import __version__, doctor
 from vmnet_hook.cli import cli
 from vmnet_hook.config import Config
@@ -239,24 +239,13 @@ def test_an_invalid_config_file_is_named_and_the_rest_still_runs(tmp_path: Path)
 # --- on this machine, for real ---------------------------------------------------------
 
 
-@dataclasses.dataclass(frozen=True)
-class Installed:
-    root: Path
-
+class Installed(InstallLayout):
     @property
-    def prefix(self) -> Path:
-        return self.root / "opt" / "vmnet-hook"
-
-    @property
-    def hooks(self) -> Path:
-        return self.root / "etc" / "libvirt" / "hooks"
-
-    @property
-    def config(self) -> Path:
-        return self.root / "etc" / "vmnet-hook" / "config"
+    def config_file(self) -> Path:
+        return self.config / "config"
 
     def paths(self, **changes: object) -> Paths:
-        paths = Paths(hooks_dir=str(self.hooks), config_path=str(self.config))
+        paths = Paths(hooks_dir=str(self.hooks), config_path=str(self.config_file))
         return dataclasses.replace(paths, **changes)  # type: ignore[arg-type]
 
 
@@ -266,8 +255,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Installed]:
     if os.geteuid() != 0:
         pytest.skip("install.sh runs as root")
     layout = Installed(tmp_path_factory.mktemp("doctor") / "root")
-    env = {**os.environ, "PREFIX": str(layout.prefix), "HOOKS_DIR": str(layout.hooks),
-           "CONFIG_DIR": str(layout.config.parent)}  # fmt: skip
+    env = layout.env()
     result = subprocess.run(["bash", str(REPO / "install.sh")], env=env, capture_output=True,
                             text=True, timeout=600, check=False, stdin=subprocess.DEVNULL)  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
@@ -314,7 +302,7 @@ def test_doctor_passes_on_this_machine_after_install(
     assert found["pyroute2"].detail.startswith("pyroute2 0.9")
     assert f"in the hook's {installed.prefix}/bin/python3" in found["pyroute2"].detail
     assert found["libvirtd"].detail.startswith("libvirtd (pid ")
-    assert found["config"].detail == f"{installed.config} absent: the defaults apply"
+    assert found["config"].detail == f"{installed.config_file} absent: the defaults apply"
     assert found["pod-logs"].status == ("ok" if os.path.isdir("/var/log/pods") else "warn")
     assert " 0 failed, " in render(checks).splitlines()[-1]
 

@@ -11,12 +11,11 @@ import shutil
 import stat
 import subprocess
 import uuid as uuidlib
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import HOOK, REPO, domain_xml
+from tests.conftest import HOOK, REPO, InstallLayout, domain_xml
 from vmnet_hook import __version__
 
 INSTALL = REPO / "install.sh"
@@ -26,44 +25,11 @@ FOREIGN_HOOK = "#!/bin/sh\n# the site's own qemu hook\nexit 0\n"
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="install.sh runs as root")
 
 
-@dataclass(frozen=True)
-class Layout:
-    """Where install.sh is told to put things: all below one temporary directory."""
-
-    root: Path
-
-    @property
-    def prefix(self) -> Path:
-        return self.root / "opt" / "vmnet-hook"
-
-    @property
-    def hooks(self) -> Path:
-        return self.root / "etc" / "libvirt" / "hooks"
-
-    @property
-    def config(self) -> Path:
-        return self.root / "etc" / "vmnet-hook"
-
-    @property
-    def bin(self) -> Path:
-        return self.root / "usr" / "local" / "sbin"
-
-    @property
-    def dropin(self) -> Path:
-        return self.hooks / "qemu.d" / "vmnet-hook"
-
+class Layout(InstallLayout):
     def run(self, *args: str, **extra_env: str) -> subprocess.CompletedProcess[str]:
-        env = {
-            **os.environ,
-            "PREFIX": str(self.prefix),
-            "HOOKS_DIR": str(self.hooks),
-            "CONFIG_DIR": str(self.config),
-            "BIN_DIR": str(self.bin),
-            **extra_env,
-        }
         return subprocess.run(
-            ["bash", str(INSTALL), *args], env=env, capture_output=True, text=True,
-            timeout=600, check=False, stdin=subprocess.DEVNULL,
+            ["bash", str(INSTALL), *args], env=self.env(**extra_env), capture_output=True,
+            text=True, timeout=600, check=False, stdin=subprocess.DEVNULL,
         )  # fmt: skip
 
     def install(self, *args: str) -> list[str]:
