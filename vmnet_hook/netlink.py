@@ -9,6 +9,7 @@ the process itself never leaves the host namespace, and nothing is forked.
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import socket
 import threading
@@ -142,10 +143,14 @@ def socket_in_netns(path: str) -> socket.socket:
 
 def setns(fd: int) -> None:
     """Move the calling thread into the network namespace open at ``fd``."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.setns(fd, CLONE_NEWNET) != 0:
+    if _libc().setns(fd, CLONE_NEWNET) != 0:
         errno = ctypes.get_errno()
         raise OSError(errno, os.strerror(errno))
+
+
+@functools.cache
+def _libc() -> ctypes.CDLL:
+    return ctypes.CDLL(None, use_errno=True)
 
 
 def _link(msg: Any) -> Link:

@@ -18,7 +18,6 @@ which put 1,000 pods at 4 s. This reader only reads; binding stays with pyroute2
 
 from __future__ import annotations
 
-import ctypes
 import itertools
 import json
 import os
@@ -31,7 +30,7 @@ from dataclasses import asdict, dataclass, field
 
 from vmnet_hook.config import Config
 from vmnet_hook.errors import BindError, VmnetError
-from vmnet_hook.netlink import CLONE_NEWNET, HOST_NETNS, NSID_NOT_ASSIGNED, Link
+from vmnet_hook.netlink import HOST_NETNS, NSID_NOT_ASSIGNED, Link, setns
 from vmnet_hook.pods import (
     CgroupPlace,
     NetnsId,
@@ -306,7 +305,7 @@ def dump_in_each(paths: list[str]) -> dict[str, _Dump]:
         except BaseException as error:  # handed to the caller's thread
             failure.append(error)
         finally:
-            _setns(home)  # the thread ends here, but leaves at home all the same
+            setns(home)  # the thread ends here, but leaves at home all the same
             os.close(home)
 
     worker = threading.Thread(target=step_through, name="vmnet-pods", daemon=True)
@@ -321,7 +320,7 @@ def _dump_inside(path: str, home: int) -> _Dump:
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         try:
-            _setns(fd)
+            setns(fd)
         finally:
             os.close(fd)
         with _rtnl_socket() as sock:
@@ -441,14 +440,3 @@ def _attr_u32(attr: int, value: int) -> bytes:
 
 def _text(data: bytes, start: int, end: int) -> str:
     return data[start:end].split(b"\0", 1)[0].decode("utf-8", "replace")
-
-
-_libc: ctypes.CDLL | None = None
-
-
-def _setns(fd: int) -> None:
-    global _libc
-    _libc = _libc or ctypes.CDLL(None, use_errno=True)
-    if _libc.setns(fd, CLONE_NEWNET) != 0:
-        errno = ctypes.get_errno()
-        raise OSError(errno, os.strerror(errno))
