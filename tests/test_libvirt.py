@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 from lxml import etree
 
-from tests.conftest import REPO, MakePod, domain_xml
+from tests.conftest import DATA, REPO, MakePod, domain_xml
 from vmnet_hook import sandbox
 
 pytestmark = pytest.mark.libvirt
@@ -289,3 +289,133 @@ def test_start_fails_with_the_hooks_line_when_the_pod_is_missing(domains: Define
     assert virsh("domstate", vm.name).stdout.strip() == "shut off"
     assert run("ip", "link", "show", "dev", vm.placeholder).returncode != 0
     assert not vm.state_file.exists()
+
+
+# --- beyond start and destroy: restore, a libvirtd restart, two NICs, the commands ---
+
+VMNET_HOOK = "/opt/vmnet-hook/bin/vmnet-hook"  # where install.sh put the command
+
+
+def taps_of(name: str) -> list[str]:
+    live = etree.fromstring(virsh("dumpxml", name).stdout.encode())
+    return [t.get("dev", "") for t in live.iterfind("devices/interface[@type='direct']/target")]
+
+
+def lower_of(tap: str) -> str:
+    return str(link(tap)["link"])
+
+
+def new_host_veth(pod: sandbox.Pod) -> str:
+    """Re-create the pod's veth pair, as a CNI plugin does on a pod restart: same pod
+    namespace and eth0, a new host-side name."""
+    run("ip", "link", "del", pod.host_veth)
+    pod.host_veth = sandbox.random_name("vmv", 10)
+    made = run("ip", "link", "add", pod.host_veth, "type", "veth", "peer", "name", pod.pod_dev,
+               "netns", pod.name)  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    run("ip", "link", "set", pod.host_veth, "up")
+    run("ip", "-n", pod.name, "link", "set", pod.pod_dev, "up")
+    return pod.host_veth
+
+
+def test_restore_lands_on_the_pods_new_veth(
+    make_pod: MakePod,
+    domains: Define,
+    tmp_path: Path,
+) -> None:
+    pod = make_pod()
+    vm = Vm.random()
+    domains(vm, f'netns="{pod.name}"')
+    old_veth = pod.host_veth
+    assert lower_of(start(vm)) == old_veth
+    saved = tmp_path / "vm.save"
+    assert virsh("save", vm.name, str(saved), timeout=300).returncode == 0
+    assert vm.placeholder not in link(old_veth).get("altnames", [])  # release end ran
+
+    veth = new_host_veth(pod)
+    restored = virsh("restore", str(saved), timeout=300)
+
+    assert restored.returncode == 0, restored.stderr
+    assert [lower_of(tap) for tap in taps_of(vm.name)] == [veth]
+    assert virsh("domstate", vm.name).stdout.strip() == "running"
+
+
+def restart_libvirtd() -> None:
+    pid = int(Path("/run/libvirtd.pid").read_text())
+    run("kill", "-TERM", str(pid))
+    deadline = time.monotonic() + 60
+    while Path(f"/proc/{pid}").exists():
+        assert time.monotonic() < deadline, "libvirtd did not stop within 60s"
+        time.sleep(0.1)
+    assert run("libvirtd", "-d").returncode == 0
+    while virsh("version", timeout=10).returncode != 0:
+        assert time.monotonic() < deadline + 60, "libvirtd did not come back within 60s"
+        time.sleep(0.2)
+
+
+def test_a_libvirtd_restart_keeps_the_vm_running_on_its_veth(
+    make_pod: MakePod,
+    domains: Define,
+) -> None:
+    pod = make_pod()
+    vm = Vm.random()
+    domains(vm, f'netns="{pod.name}"')
+    tap = start(vm)
+
+    restart_libvirtd()  # libvirtd runs `reconnect begin`, which must not fail
+
+    assert virsh("domstate", vm.name).stdout.strip() == "running"
+    assert taps_of(vm.name) == [tap] and lower_of(tap) == pod.host_veth
+    assert vm.placeholder in link(pod.host_veth).get("altnames", [])
+
+
+def test_two_nics_from_two_pods(make_pod: MakePod, domains: Define, tmp_path: Path) -> None:
+    first, second = make_pod(), make_pod()
+    vm = Vm.random()
+    xml = domain_xml("two-nics.xml", NETNS1=first.name, NETNS2=second.name)
+    xml = xml.replace("<name>vm2</name>", f"<name>{vm.name}</name>").replace(
+        "0d7a2f34-5b61-4c8e-9a1d-2e3f4a5b6c7d", vm.uuid)  # fmt: skip
+    path = tmp_path / "two.xml"
+    path.write_text(xml)
+    assert virsh("define", str(path)).returncode == 0
+    try:
+        started = virsh("start", vm.name)
+        assert started.returncode == 0, started.stderr
+        assert sorted(lower_of(tap) for tap in taps_of(vm.name)) == sorted(
+            [first.host_veth, second.host_veth])  # fmt: skip
+    finally:
+        virsh("destroy", vm.name)
+        virsh("undefine", vm.name)
+    assert link(first.host_veth).get("altnames", []) == []
+    assert link(second.host_veth).get("altnames", []) == []
+
+
+def test_annotate_define_start_then_status_and_doctor(
+    make_pod: MakePod,
+    installed_hook: Path,
+    tmp_path: Path,
+) -> None:
+    pod = make_pod()
+    name = sandbox.random_name("vmnt-test-")
+    plain = (DATA / "one-nic.xml").read_text()
+    plain = plain[: plain.index("<metadata>")] + plain[plain.index("</metadata>") + 12 :]
+    plain = plain.replace("<name>vm1</name>", f"<name>{name}</name>").replace(
+        "<uuid>6f1c2a9e-3b4d-4c5e-8f90-a1b2c3d4e5f6</uuid>", "")  # fmt: skip
+    annotated = subprocess.run([VMNET_HOOK, "annotate", "-", "--netns", pod.name, "--dev", "eth0"],
+                               input=plain, capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert annotated.returncode == 0, annotated.stderr
+    path = tmp_path / "annotated.xml"
+    path.write_text(annotated.stdout)
+    assert virsh("define", str(path)).returncode == 0
+    try:
+        started = virsh("start", name)
+        assert started.returncode == 0, started.stderr
+        assert [lower_of(tap) for tap in taps_of(name)] == [pod.host_veth]
+        status = run(VMNET_HOOK, "status", name)
+        assert status.returncode == 0 and status.stdout.endswith(f"-> {pod.host_veth}  ok\n")
+        doctor = run(VMNET_HOOK, "doctor")
+        assert doctor.returncode == 0, doctor.stdout
+    finally:
+        virsh("destroy", name)
+        virsh("undefine", name)
+    assert run(VMNET_HOOK, "status", name).stdout == f"no bindings for {name}\n"
