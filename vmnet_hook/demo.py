@@ -51,6 +51,7 @@ def run(echo: Echo, with_libvirt: bool = True) -> None:
     cgroup_root = f"{sandbox.cgroup2_mount()}/{sandbox.random_name('vmnet-demo-')}"
     os.mkdir(cgroup_root)
     pod: sandbox.Pod | None = None
+    xml = ""
     try:
         pod = sandbox.make_pod(cgroup_root=cgroup_root)
         sandbox.unpin(pod)  # like a real pod: reachable only through its processes
@@ -59,7 +60,9 @@ def run(echo: Echo, with_libvirt: bool = True) -> None:
         _run_hook_by_hand(echo, xml)
         if with_libvirt:
             _start_domain(echo, xml, pod)
-    finally:
+    finally:  # also on Ctrl-C, wherever it comes
+        if xml:
+            _forget_domain(xml, with_libvirt)
         if pod is not None:
             sandbox.remove_pod(pod)
         with contextlib.suppress(OSError):
@@ -83,8 +86,20 @@ def _domain_xml(pod: sandbox.Pod) -> str:
                              placeholder=placeholder_for(uuid, mac))  # fmt: skip
 
 
+def _name_of(xml: str) -> str:
+    return xml.split("<name>")[1].split("</name>")[0]
+
+
+def _forget_domain(xml: str, with_libvirt: bool) -> None:
+    """Destroy the transient domain if it runs, and release its bindings if any remain."""
+    if with_libvirt and shutil.which("virsh"):
+        subprocess.run([*VIRSH, "destroy", _name_of(xml)], capture_output=True, timeout=60)
+    hook_main([_name_of(xml), "release", "end", "-"], io.BytesIO(xml.encode()),
+              io.StringIO(), io.StringIO())  # fmt: skip
+
+
 def _run_hook_by_hand(echo: Echo, xml: str) -> None:
-    name = xml.split("<name>")[1].split("</name>")[0]
+    name = _name_of(xml)
     echo("The domain's interface as written (pod named in <metadata>, placeholder source):")
     echo(_interface_of(xml))
     out, err = io.StringIO(), io.StringIO()
@@ -111,20 +126,16 @@ def _start_domain(echo: Echo, xml: str, pod: sandbox.Pod) -> None:
     if reason:
         echo(f"Skipping the real VM: {reason}.")
         return
-    name = xml.split("<name>")[1].split("</name>")[0]
+    name = _name_of(xml)
     started = subprocess.run([*VIRSH, "create", "/dev/stdin"], input=xml, text=True,
                              capture_output=True, timeout=120)  # fmt: skip
     if started.returncode != 0:
         raise VmnetError(f"virsh create failed: {started.stderr.strip()}")
-    try:
-        links = subprocess.run(["ip", "-o", "link", "show", "type", "macvtap"],
-                               capture_output=True, text=True).stdout  # fmt: skip
-        lines = [
-            line.split(":")[1].strip() for line in links.splitlines() if pod.host_veth in line
-        ]
-        echo(f"`virsh create` started {name}; its macvtap: {lines[0] if lines else 'NOT FOUND'}")
-    finally:
-        subprocess.run([*VIRSH, "destroy", name], capture_output=True, timeout=60)
+    links = subprocess.run(["ip", "-o", "link", "show", "type", "macvtap"],
+                           capture_output=True, text=True).stdout  # fmt: skip
+    lines = [line.split(":")[1].strip() for line in links.splitlines() if pod.host_veth in line]
+    echo(f"`virsh create` started {name}; its macvtap: {lines[0] if lines else 'NOT FOUND'}")
+    subprocess.run([*VIRSH, "destroy", name], capture_output=True, timeout=60)
     altnames = subprocess.run(["ip", "link", "show", pod.host_veth], capture_output=True,
                               text=True).stdout  # fmt: skip
     echo(f"`virsh destroy`: altname {'still there!' if 'altname' in altnames else 'removed'}.")
@@ -135,7 +146,7 @@ def _libvirt_missing() -> str:
         return "virsh is not installed"
     version = subprocess.run([*VIRSH, "version"], capture_output=True, text=True, timeout=30)
     if version.returncode != 0:
-        return "libvirtd is not running (start it, or install.sh will say how)"
+        return "libvirtd is not running (`sudo ./install.sh --with-libvirt` starts it)"
     hooks = ("/etc/libvirt/hooks/qemu", "/etc/libvirt/hooks/qemu.d/vmnet-hook")
     if not any(os.path.exists(path) for path in hooks):
         return "the hook is not installed in /etc/libvirt/hooks (run install.sh)"
