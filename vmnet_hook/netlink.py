@@ -122,11 +122,7 @@ def socket_in_netns(path: str) -> socket.socket:
 
     def enter_and_open() -> None:
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-            try:
-                setns(fd)
-            finally:
-                os.close(fd)
+            enter_netns(path)
             result.append(socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, 0))
         except BaseException as error:  # handed to the caller's thread
             result.append(error)
@@ -139,6 +135,15 @@ def socket_in_netns(path: str) -> socket.socket:
             raise PodNotFound(f"cannot enter network namespace {path}: {result[0].strerror}")
         raise result[0]
     return result[0]
+
+
+def enter_netns(path: str) -> None:
+    """Move the calling thread into the network namespace at ``path`` (never creating it)."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        setns(fd)
+    finally:
+        os.close(fd)
 
 
 def setns(fd: int) -> None:

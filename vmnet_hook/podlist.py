@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass, field
 
 from vmnet_hook.config import Config
 from vmnet_hook.errors import BindError, VmnetError
-from vmnet_hook.netlink import HOST_NETNS, NSID_NOT_ASSIGNED, Link, setns
+from vmnet_hook.netlink import HOST_NETNS, NSID_NOT_ASSIGNED, Link, enter_netns, setns
 from vmnet_hook.pods import (
     CgroupPlace,
     NetnsId,
@@ -318,11 +318,7 @@ def dump_in_each(paths: list[str]) -> dict[str, _Dump]:
 
 def _dump_inside(path: str, home: int) -> _Dump:
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            setns(fd)
-        finally:
-            os.close(fd)
+        enter_netns(path)
         with _rtnl_socket() as sock:
             return _Dump(tuple(_dump_links(sock)), _nsid_of(sock, home))
     except OSError as error:

@@ -18,7 +18,7 @@ import uuid as uuidlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
-from vmnet_hook.netlink import setns
+from vmnet_hook.netlink import enter_netns
 
 RUNTIME_SCOPES = {"containerd": "cri-containerd-{}.scope", "crio": "crio-{}.scope",
                   "docker": "docker-{}.scope"}  # fmt: skip
@@ -204,9 +204,7 @@ def _spawn(pod: Pod, cgroup: str | None, *, in_pod: bool) -> int:
             with open(f"{cgroup}/cgroup.procs", "w", encoding="ascii") as procs:
                 procs.write(str(os.getpid()))
         if netns is not None:
-            fd = os.open(netns, os.O_RDONLY)
-            setns(fd)
-            os.close(fd)
+            enter_netns(netns)
 
     proc = subprocess.Popen(
         ["sleep", "infinity"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
