@@ -11,9 +11,10 @@ from vmnet_hook.netlink import Link
 
 
 class FakeSession:
-    def __init__(self, links: dict[int, Link], fail_on: set[str]) -> None:
+    def __init__(self, links: dict[int, Link], fail_on: set[str], fail_after: set[str]) -> None:
         self.links_by_index = links
         self.fail_on = fail_on
+        self.fail_after = fail_after
 
     def link_by_name(self, name: str) -> Link | None:
         found = [k for k in self.links_by_index.values() if name == k.name or name in k.altnames]
@@ -35,6 +36,8 @@ class FakeSession:
             )
         link = self.links_by_index[index]
         self.links_by_index[index] = dataclasses.replace(link, altnames=(*link.altnames, altname))
+        if altname in self.fail_after:  # the kernel did it, but the call did not return
+            raise KeyboardInterrupt
 
     def del_altname(self, index: int, altname: str) -> None:
         link = self.links_by_index[index]
@@ -43,15 +46,19 @@ class FakeSession:
 
 
 class FakeNetlink:
-    """Host links only; ``fail_on`` names altnames whose binding the 'kernel' refuses."""
+    """Host links only; ``fail_on`` names altnames whose binding the 'kernel' refuses,
+    ``fail_after`` those whose binding is interrupted after the kernel made it."""
 
-    def __init__(self, *links: Link, fail_on: set[str] | None = None) -> None:
+    def __init__(
+        self, *links: Link, fail_on: set[str] | None = None, fail_after: set[str] | None = None
+    ) -> None:
         self.host_links = {link.index: link for link in links}
         self.fail_on = fail_on or set()
+        self.fail_after = fail_after or set()
 
     @contextmanager
     def host(self) -> Iterator[FakeSession]:
-        yield FakeSession(self.host_links, self.fail_on)
+        yield FakeSession(self.host_links, self.fail_on, self.fail_after)
 
     @contextmanager
     def netns(self, path: str) -> Iterator[FakeSession]:

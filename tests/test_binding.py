@@ -64,6 +64,31 @@ def test_one_failure_unbinds_the_others_and_forgets_the_domain(store: StateStore
     assert store.load(UUID) is None
 
 
+def test_an_interruption_after_the_kernel_bound_still_unbinds_everything(
+    store: StateStore,
+) -> None:
+    links = veth(10, "vethA"), veth(11, "vethB")
+    netlink = FakeNetlink(*links, fail_after={"vnbbbb"})
+    vm = domain(claim(1, "vnaaaa"), claim(2, "vnbbbb"))
+    bindings = binding.plan(
+        vm, {c.mac: host_veth(k) for c, k in zip(vm.claims, links, strict=True)}
+    )
+    with pytest.raises(KeyboardInterrupt):
+        binding.bind_all(vm, bindings, netlink, store)
+    assert altnames(netlink) == {"vethA": (), "vethB": ()}
+    assert store.load(UUID) is None
+
+
+def test_an_unreadable_state_file_does_not_block_other_domains(store: StateStore) -> None:
+    netlink = FakeNetlink(veth(10, "vethA"))
+    Path(store.state_dir).mkdir()
+    Path(store.path("11111111-1111-4111-8111-111111111111")).write_text("{truncated")
+    vm = domain(claim(1, "vnaaaa"))
+    binding.bind_all(vm, binding.plan(vm, {vm.claims[0].mac: host_veth(veth(10, "vethA"))}),
+                     netlink, store)  # fmt: skip
+    assert altnames(netlink) == {"vethA": ("vnaaaa",)}
+
+
 def test_a_placeholder_that_names_another_link_is_refused_before_anything_binds(
     store: StateStore,
 ) -> None:

@@ -112,6 +112,32 @@ def test_one_pod_nic_claimed_by_two_domains_fails_clearly(
     assert altnames(pod.host_veth) == [PLACEHOLDER]
 
 
+def test_two_domains_starting_at_once_on_one_pod_nic_get_it_once(
+    make_pod: MakePod, hook_env: dict[str, str]
+) -> None:
+    pod = make_pod()
+    xmls = [
+        domain_xml(NETNS=pod.name).replace(UUID, str(uuidlib.uuid4())).replace(PLACEHOLDER, name)
+        for name in ("vnaaaaaaaaaaaa", "vnbbbbbbbbbbbb")
+    ]
+
+    def step(operation: str, subop: str, xml: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, str(HOOK), "vm", operation, subop, "-"],
+                              input=xml, text=True, capture_output=True, env=hook_env,
+                              timeout=120)  # fmt: skip
+
+    for _round in range(10):
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            results = list(pool.map(lambda xml: step("prepare", "begin", xml), xmls))
+        assert sorted(r.returncode for r in results) == [0, 1]
+        refused = next(r for r in results if r.returncode == 1)
+        assert f"pod NIC {pod.host_veth} is already used by running domain 'vm1'" in refused.stderr
+        assert len(altnames(pod.host_veth)) == 1
+        for xml in xmls:
+            assert step("release", "end", xml).returncode == 0
+        assert altnames(pod.host_veth) == []
+
+
 CRASH_AFTER_FIRST_BIND = """
 import os, signal, sys
 from vmnet_hook import netlink
@@ -138,7 +164,7 @@ def test_kill_9_in_the_middle_of_prepare_is_cleaned_up_by_release(
     released = run_hook("vm2", "release", "end", "-", xml=xml)
     assert released.returncode == 0
     assert (altnames(first.host_veth), altnames(second.host_veth)) == ([], [])
-    assert os.listdir(hook_env["VMNET_HOOK_STATE_DIR"]) == []
+    assert list(Path(hook_env["VMNET_HOOK_STATE_DIR"]).glob("*.json")) == []
 
 
 def test_kill_9_in_the_middle_of_prepare_is_cleaned_up_by_the_next_prepare(
@@ -192,7 +218,7 @@ def test_twenty_concurrent_prepares_each_bind_their_own_pod(
         ]
         assert list(pool.map(hook, [("release", "end")] * 20, xmls)) == [0] * 20
     assert [altnames(pod.host_veth) for pod in pods] == [[]] * 20
-    assert os.listdir(hook_env["VMNET_HOOK_STATE_DIR"]) == []
+    assert list(Path(hook_env["VMNET_HOOK_STATE_DIR"]).glob("*.json")) == []
 
 
 HOSTILE = {

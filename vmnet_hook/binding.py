@@ -24,19 +24,19 @@ def bind_all(
     """Check every placeholder, record the intent, then bind; undo everything on failure."""
     if not bindings:
         return
-    _refuse_shared_nics(domain, bindings, store)
-    with netlink.host() as host:
+    with store.lock(), netlink.host() as host:
+        _refuse_shared_nics(domain, bindings, store)
         _refuse_taken_placeholders(domain.name, bindings, host)
         # Intent first: a kill -9 from here on is undone by release or the next prepare.
         store.save(domain.uuid, DomainState(domain.name, bindings))
-        done: list[Binding] = []
         try:
             for binding in bindings:
                 host.add_altname(binding.ifindex, binding.placeholder)
-                done.append(binding)
         except BaseException:
-            unbind(host, done)
-            store.remove(domain.uuid)
+            # Every binding, not only those whose call returned: the kernel may have added
+            # the last one. None of these names existed before, so what is there is ours.
+            if not unbind(host, bindings):
+                store.remove(domain.uuid)
             raise
 
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 
 from vmnet_hook.errors import VmnetError
@@ -40,7 +42,10 @@ class StateStore:
         except FileNotFoundError:
             return None
         except (OSError, ValueError, KeyError, TypeError) as error:
-            raise VmnetError(f"state file {self.path(uuid)} is unreadable: {error}") from None
+            raise VmnetError(
+                f"state file {self.path(uuid)} is unreadable ({error}); remove it if no domain "
+                "with that UUID runs"
+            ) from None
 
     def save(self, uuid: str, state: DomainState) -> None:
         os.makedirs(self.state_dir, mode=0o700, exist_ok=True)
@@ -58,9 +63,26 @@ class StateStore:
             os.unlink(self.path(uuid))
 
     def all(self) -> dict[str, DomainState]:
+        """Every domain's readable state; one broken file must not block other domains."""
         try:
             names = sorted(os.listdir(self.state_dir))
         except FileNotFoundError:
             return {}
-        uuids = [n.removesuffix(".json") for n in names if n.endswith(".json")]
-        return {uuid: state for uuid in uuids if (state := self.load(uuid)) is not None}
+        found: dict[str, DomainState] = {}
+        for uuid in (n.removesuffix(".json") for n in names if n.endswith(".json")):
+            with contextlib.suppress(VmnetError):
+                if (state := self.load(uuid)) is not None:
+                    found[uuid] = state
+        return found
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """Host-wide: what other domains hold is checked and ours recorded as one step."""
+        os.makedirs(self.state_dir, mode=0o700, exist_ok=True)
+        fd = os.open(os.path.join(self.state_dir, ".lock"),
+                     os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)  # fmt: skip
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)  # bounded by the hook's deadline
+            yield
+        finally:
+            os.close(fd)
