@@ -191,9 +191,31 @@ def test_the_deadline_turns_a_hang_into_one_clear_line(
     hung = run_hook("vm1", "prepare", "begin", "-", xml=xml, env=env)
     assert hung.returncode == 1
     assert hung.stderr == (
-        "vmnet-hook: domain 'vm1': gave up after 1s (deadline_seconds); nothing left bound\n"
+        "vmnet-hook: domain 'vm1': gave up after 1s (deadline_seconds); release end undoes any binding\n"
     )
     assert not Path(hook_env["VMNET_HOOK_STATE_DIR"]).exists()
+
+
+HANG_AFTER_FIRST_BIND = CRASH_AFTER_FIRST_BIND.replace(
+    "os.kill(os.getpid(), signal.SIGKILL)", "__import__('time').sleep(30)"
+)
+
+
+def test_a_deadline_in_the_middle_of_binding_is_undone_by_release_end(
+    make_pod: MakePod, run_hook: RunHook, hook_env: dict[str, str]
+) -> None:
+    first, second = make_pod(), make_pod()
+    xml = two_nic_xml(first, second.name)
+    hung = subprocess.run([sys.executable, "-c", HANG_AFTER_FIRST_BIND, "vm2", "prepare", "begin",
+                           "-"], input=xml, text=True, capture_output=True, timeout=60,
+                          env={**hook_env, "VMNET_HOOK_DEADLINE_SECONDS": "1"})  # fmt: skip
+    assert (hung.returncode, hung.stdout) == (1, "")
+    assert hung.stderr == (
+        "vmnet-hook: domain 'vm2': gave up after 1s (deadline_seconds); release end undoes any binding\n"
+    )
+    assert altnames(first.host_veth) == ["vn000000000001"]
+    assert run_hook("vm2", "release", "end", "-", xml=xml).returncode == 0  # libvirt runs it
+    assert (altnames(first.host_veth), altnames(second.host_veth)) == ([], [])
 
 
 def test_twenty_concurrent_prepares_each_bind_their_own_pod(

@@ -25,10 +25,6 @@ class BindError(VmnetError):
     """A placeholder could not be bound (or unbound) as an altname."""
 
 
-class DeadlineExceeded(VmnetError):
-    """The hook ran past ``deadline_seconds``."""
-
-
 class InterfaceError(VmnetError):
     """A problem with one domain interface: names the domain and the MAC."""
 

@@ -25,7 +25,7 @@ RESOLVING = frozenset({("prepare", "begin"), ("migrate", "begin"), ("restore", "
 CHECKING = frozenset({("reconnect", "begin"), ("attach", "begin")})
 RELEASING = ("release", "end")
 USAGE = "usage: qemu DOMAIN OPERATION SUB-OPERATION [EXTRA] < domain.xml"
-HARD_KILL_SECONDS = 2
+DEFAULT_DEADLINE_SECONDS = 10  # until the configuration is read
 # Mirrors of vmnet_hook.config's defaults (tests/test_fastpath.py checks them), so that
 # release end needs no config import when nothing can move the state dir (see _state_dir).
 DEFAULT_CONFIG_PATH = "/etc/vmnet-hook/config"
@@ -73,43 +73,59 @@ def has_work(step: tuple[str, str], xml: bytes) -> bool:
 
 
 def _work(domain: str, operation: str, subop: str, xml: bytes, out: TextIO, err: TextIO) -> int:
-    from vmnet_hook import config
-    from vmnet_hook.errors import VmnetError
-    from vmnet_hook.log import Log
-
     failure_status = 1 if (operation, subop) in RESOLVING else 0  # others must never fail
-    try:
-        settings = config.load(config.config_path())
-        with deadline(settings.deadline_seconds):
+    with deadline(DEFAULT_DEADLINE_SECONDS, domain, failure_status) as clock:
+        from vmnet_hook import config
+        from vmnet_hook.errors import VmnetError
+        from vmnet_hook.log import Log
+
+        try:
+            settings = config.load(config.config_path())
+            clock.restart(settings.deadline_seconds)
             from vmnet_hook.hook import HookCall, run
 
             text = run(HookCall(domain, operation, subop, xml, settings))
-    except VmnetError as error:
-        lines = str(error).splitlines()
-    except Exception as error:  # a bug; libvirt still gets one line, never a traceback
-        lines = [f"internal error in {operation} {subop} of {domain!r}: {error!r}"]
-    else:
-        out.write(text)
-        return 0
-    log = Log()
-    for line in lines:
-        err.write(f"vmnet-hook: {line}\n")
-        log("error", f"{operation} {subop} {domain}: {line}")
-    return failure_status
+        except VmnetError as error:
+            lines = str(error).splitlines()
+        except ImportError as error:
+            lines = [f"{error}: run the hook with the interpreter install.sh set up for it"]
+        except Exception as error:  # a bug; libvirt still gets one line, never a traceback
+            lines = [f"internal error in {operation} {subop} of {domain!r}: {error!r}"]
+        else:
+            out.write(text)
+            return 0
+        log = Log()
+        for line in lines:
+            err.write(f"vmnet-hook: {line}\n")
+            log("error", f"{operation} {subop} {domain}: {line}")
+        return failure_status
 
 
 class deadline:  # a class, not @contextmanager: contextlib is not worth it on the no-op path
-    """Raise DeadlineExceeded after ``seconds``; if cleanup then hangs too, die soon after."""
+    """After ``seconds``: one line on stderr and exit at once with ``status``.
 
-    def __init__(self, seconds: int) -> None:
-        self.seconds = seconds
+    Exit, not an exception: raised into pyroute2's event loop, an exception can leave the
+    loop blocked in its cleanup. Nothing is lost by exiting: bindings are recorded in state
+    before they are made, and libvirt runs ``release end`` after a failed start, which
+    removes them (as does the domain's next ``prepare``).
+    """
+
+    def __init__(self, seconds: int, domain: str, status: int) -> None:
+        self.seconds, self.domain, self.status = seconds, domain, status
         self.previous: SignalHandler = None
 
-    def __enter__(self) -> None:
+    def __enter__(self) -> deadline:
         import signal
 
         self.previous = signal.signal(signal.SIGALRM, self._expire)
         signal.alarm(self.seconds)
+        return self
+
+    def restart(self, seconds: int) -> None:
+        import signal
+
+        self.seconds = seconds
+        signal.alarm(seconds)
 
     def __exit__(self, *_exc_info: object) -> None:
         import signal
@@ -118,15 +134,12 @@ class deadline:  # a class, not @contextmanager: contextlib is not worth it on t
         signal.signal(signal.SIGALRM, self.previous)
 
     def _expire(self, _signum: int, _frame: FrameType | None) -> None:
-        import signal
-
-        from vmnet_hook.errors import DeadlineExceeded
-
-        signal.signal(signal.SIGALRM, signal.SIG_DFL)
-        signal.alarm(HARD_KILL_SECONDS)
-        raise DeadlineExceeded(
-            f"gave up after {self.seconds}s (deadline_seconds); nothing left bound"
+        line = (
+            f"vmnet-hook: domain {self.domain!r}: gave up after {self.seconds}s "
+            "(deadline_seconds); release end undoes any binding\n"
         )
+        os.write(2, line.encode())
+        os._exit(self.status)
 
 
 def _uuid(xml: bytes) -> str | None:

@@ -13,7 +13,7 @@ from lxml import etree
 from vmnet_hook import binding
 from vmnet_hook.annotation import Claim, Domain, domain_uuid, parse_domain, parse_xml
 from vmnet_hook.config import Config
-from vmnet_hook.errors import DeadlineExceeded, Failures, InterfaceError, VmnetError
+from vmnet_hook.errors import Failures, InterfaceError, VmnetError
 from vmnet_hook.log import Log
 from vmnet_hook.netlink import Netlink, Pyroute2Netlink
 from vmnet_hook.pods import ProcFs
@@ -117,10 +117,7 @@ def run(call: HookCall, system: System | None = None) -> str:
     handler = HANDLERS.get((call.operation, call.subop))
     if handler is None:
         return ""
-    try:
-        return handler(call, system or System(call.config, log=Log(call.config.log_level)))
-    except DeadlineExceeded as error:
-        raise DeadlineExceeded(f"domain {call.domain!r}: {error}") from None
+    return handler(call, system or System(call.config, log=Log(call.config.log_level)))
 
 
 def resolve_all(
@@ -139,8 +136,6 @@ def resolve_all(
                 f"{domain.name} {claim.mac}: pod {found.pod_netns}, host veth "
                 f"{found.name} (ifindex {found.index}), both ends checked",
             )
-        except DeadlineExceeded:
-            raise  # the whole call is over, not just this interface
         except VmnetError as error:
             problems.append(InterfaceError(domain.name, claim.mac, error))
     if problems:
