@@ -135,3 +135,30 @@ def test_placeholder_is_vn_and_twelve_hex_digits_stable_per_domain_and_mac() -> 
 
 def test_a_static_pods_32_hex_uid_is_a_pod_uid() -> None:
     parse('<vmnet:interface pod-uid="0A1B2C3D4E5F60718293A4B5C6D7E8F9" dev="eth0"/>')
+
+
+@pytest.mark.parametrize(
+    ("annotation", "element"),
+    [
+        ('<vmnet:iface netns="p" dev="eth0"/>', "iface"),
+        (
+            '<vmnet:interface netns="p" dev="eth0"><vmnet:interface/></vmnet:interface>',
+            "interface",
+        ),
+    ],
+)
+def test_a_misshapen_annotation_is_an_error_not_ignored(annotation: str, element: str) -> None:
+    with pytest.raises(AnnotationError) as caught:
+        parse(annotation)
+    assert str(caught.value) == (
+        f"domain 'vm1': unexpected <vmnet:{element}> in <metadata>; expected "
+        "<vmnet:interfaces> holding <vmnet:interface .../> elements"
+    )
+
+
+def test_two_direct_interfaces_with_one_mac_are_refused() -> None:
+    twin = "<interface type='direct'><mac address='52:54:00:12:34:56'/><source dev='vnx'/></interface>"
+    with pytest.raises(
+        AnnotationError, match="two <interface type='direct'> have MAC 52:54:00:12:34:56"
+    ):
+        parse(more=twin)

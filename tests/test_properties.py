@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from lxml import etree
 
 from tests.fakes import FakeNetlink, veth
-from vmnet_hook.annotation import SELECTORS, Selector
+from vmnet_hook.annotation import NS, SELECTORS, Selector, parse_domain, parse_xml
 from vmnet_hook.config import Config
 from vmnet_hook.errors import PodNotFound, VmnetError
 from vmnet_hook.hook import HookCall, System, run
@@ -112,8 +112,17 @@ def assert_one_line_errors_or_xml(xml: bytes) -> None:
         assert lines and all(line.strip() for line in lines)
         return
     event("rewritten" if printed else "nothing to do")
-    if printed:
-        assert etree.fromstring(printed.encode()).tag == "domain"
+    if printed:  # every claimed interface now names the pod's veth, and says so
+        root = etree.fromstring(printed.encode())
+        notes = root.findall("metadata/vmnet:interfaces/vmnet:interface", NS)
+        assert notes and all(note.get("host-dev") == "vethA" for note in notes)
+        for claim in parse_domain(parse_xml(xml)).claims:
+            sources = [
+                i.find("source")
+                for i in root.iterfind("devices/interface[@type='direct']")
+                if (i.find("mac").get("address") or "").lower() == claim.mac  # type: ignore[union-attr]
+            ]
+            assert [source.get("dev") for source in sources] == ["vethA"]  # type: ignore[union-attr]
 
 
 @PROPERTY

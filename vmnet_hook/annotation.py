@@ -110,6 +110,7 @@ def parse_domain(tree: etree._ElementTree, fallback_name: str = "") -> Domain:
     root = tree.getroot()
     name = (root.findtext("name") or fallback_name).strip()
     uuid = domain_uuid(tree)
+    _refuse_misplaced_elements(root, name)
     elements = root.findall("metadata/vmnet:interfaces/vmnet:interface", NS)
     directs = _direct_interfaces(root)
     claims = tuple(_claim(name, index, el, directs) for index, el in enumerate(elements))
@@ -117,12 +118,38 @@ def parse_domain(tree: etree._ElementTree, fallback_name: str = "") -> Domain:
     return Domain(name=name, uuid=uuid, claims=claims)
 
 
+def _refuse_misplaced_elements(root: etree._Element, domain: str) -> None:
+    """An annotation in the wrong shape is an error, not a domain without one."""
+    metadata = root.find("metadata")
+    for element in metadata.iter() if metadata is not None else ():
+        qname = etree.QName(element) if isinstance(element.tag, str) else None
+        if qname is None or qname.namespace != NAMESPACE_URI:
+            continue
+        parent = element.getparent()
+        fits = (qname.localname == "interfaces" and parent is metadata) or (
+            qname.localname == "interface"
+            and parent is not None
+            and parent.tag == f"{{{NAMESPACE_URI}}}interfaces"
+            and parent.getparent() is metadata
+        )
+        if not fits:
+            raise AnnotationError(
+                f"domain {domain!r}: unexpected <vmnet:{qname.localname}> in <metadata>; "
+                "expected <vmnet:interfaces> holding <vmnet:interface .../> elements"
+            )
+
+
 def _direct_interfaces(root: etree._Element) -> dict[str, etree._Element]:
     found: dict[str, etree._Element] = {}
     for iface in root.findall("devices/interface[@type='direct']"):
         address = iface.find("mac")
         if address is not None:
-            found[(address.get("address") or "").lower()] = iface
+            mac = (address.get("address") or "").lower()
+            if mac in found:
+                raise AnnotationError(
+                    f"two <interface type='direct'> have MAC {mac}; give each its own"
+                )
+            found[mac] = iface
     return found
 
 
