@@ -9,6 +9,7 @@ the process itself never leaves the host namespace, and nothing is forked.
 from __future__ import annotations
 
 import ctypes
+import errno
 import functools
 import os
 import socket
@@ -95,8 +96,10 @@ class Pyroute2Session:
 
         try:
             return _link(self._ipr.link("get", **query)[0])
-        except NetlinkError:
-            return None
+        except NetlinkError as error:
+            if error.code == errno.ENODEV:
+                return None
+            raise BindError(f"netlink: cannot read link {query}: {error}") from None
 
 
 class Pyroute2Netlink:
@@ -149,8 +152,8 @@ def enter_netns(path: str) -> None:
 def setns(fd: int) -> None:
     """Move the calling thread into the network namespace open at ``fd``."""
     if _libc().setns(fd, CLONE_NEWNET) != 0:
-        errno = ctypes.get_errno()
-        raise OSError(errno, os.strerror(errno))
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code))
 
 
 @functools.cache
