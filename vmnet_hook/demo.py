@@ -57,7 +57,7 @@ def run(echo: Echo, with_libvirt: bool = True) -> None:
         sandbox.unpin(pod)  # like a real pod: reachable only through its processes
         _show_pod(echo, pod)
         xml = _domain_xml(pod)
-        _run_hook_by_hand(echo, xml)
+        _run_hook_by_hand(echo, xml, pod)
         if with_libvirt:
             _start_domain(echo, xml, pod)
     finally:  # also on Ctrl-C, wherever it comes
@@ -98,7 +98,7 @@ def _forget_domain(xml: str, with_libvirt: bool) -> None:
               io.StringIO(), io.StringIO())  # fmt: skip
 
 
-def _run_hook_by_hand(echo: Echo, xml: str) -> None:
+def _run_hook_by_hand(echo: Echo, xml: str, pod: sandbox.Pod) -> None:
     name = _name_of(xml)
     echo("The domain's interface as written (pod named in <metadata>, placeholder source):")
     echo(_interface_of(xml))
@@ -108,8 +108,9 @@ def _run_hook_by_hand(echo: Echo, xml: str) -> None:
         raise VmnetError(err.getvalue().strip())
     echo("After `hooks/qemu NAME prepare begin -` (what libvirt will wire up):")
     echo(_interface_of(out.getvalue()))
-    link = subprocess.run(["ip", "link", "show"], capture_output=True, text=True).stdout
-    bound = [line.strip() for line in link.splitlines() if "altname vn" in line]
+    link = subprocess.run(["ip", "link", "show", pod.host_veth], capture_output=True,
+                          text=True).stdout  # fmt: skip
+    bound = [line.strip() for line in link.splitlines() if "altname" in line]
     echo(f"  kernel: {bound[0] if bound else 'no altname?'} on the pod's host veth")
     hook_main([name, "release", "end", "-"], io.BytesIO(xml.encode()), out, err)
     echo("  and `release end` removed it again.\n")
@@ -146,7 +147,7 @@ def _libvirt_missing() -> str:
         return "virsh is not installed"
     version = subprocess.run([*VIRSH, "version"], capture_output=True, text=True, timeout=30)
     if version.returncode != 0:
-        return "libvirtd is not running (`sudo ./install.sh --with-libvirt` starts it)"
+        return "libvirtd is not running (`./install.sh --with-libvirt` starts it)"
     hooks = ("/etc/libvirt/hooks/qemu", "/etc/libvirt/hooks/qemu.d/vmnet-hook")
     if not any(os.path.exists(path) for path in hooks):
         return "the hook is not installed in /etc/libvirt/hooks (run install.sh)"

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 from vmnet_hook import policy
 from vmnet_hook.annotation import Selector
 from vmnet_hook.config import Config
-from vmnet_hook.errors import LinkRefused
+from vmnet_hook.errors import LinkRefused, PodNotFound
 from vmnet_hook.netlink import HOST_NETNS, Link, Netlink
 from vmnet_hook.pods import NetnsId, PodNetns, ProcFs, find_pod
 
@@ -55,7 +56,21 @@ def host_end(pod: PodNetns, pod_dev: str, netlink: Netlink) -> HostVeth:
             f"host link {peer.name} (ifindex {peer.index}) is not the peer of the pod's "
             f"{pod_dev}: its own peer is ifindex {peer.peer_index} in netnsid {peer.peer_nsid}"
         )
+    _still_the_pods_netns(pod)
     return HostVeth(peer.name, peer.index, pod_dev, pod.netns)
+
+
+def _still_the_pods_netns(pod: PodNetns) -> None:
+    """``pod.path`` was opened twice above; if its process exited and the pid was reused
+    (or a pinned name re-made) meanwhile, all of the above may describe another pod."""
+    try:
+        info = os.stat(pod.path)
+    except OSError:
+        info = None
+    if info is None or (info.st_dev, info.st_ino) != (pod.netns.dev, pod.netns.ino):
+        raise PodNotFound(
+            f"the pod's namespace at {pod.path} changed while it was read; try again"
+        )
 
 
 def _check_pod_end(link: Link, pod_dev: str, host_nsid: int | None) -> None:
