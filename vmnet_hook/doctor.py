@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass, field
 
 from vmnet_hook.config import DEFAULT_PATH, Config, load
 from vmnet_hook.errors import ConfigError
+from vmnet_hook.netlink import CLONE_NEWNET, libc
 
 LIBVIRT_HOOKS_DIR = "/etc/libvirt/hooks"
 # install.sh's marker, on the hook's second line: what tells our hook from another program's.
@@ -36,7 +37,6 @@ QEMU_D_SINCE = (6, 5)  # libvirt runs hooks/qemu.d/* since 6.5
 PYROUTE2_SINCE = (0, 9)  # setup.cfg's floor: the netns and altname calls netlink.py makes
 HOOK_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"  # about what libvirtd gives its hooks
 DAEMONS = ("libvirtd", "virtqemud")  # monolithic, or the modular daemon that runs qemu hooks
-CLONE_NEWNET = 0x40000000
 SIOCGIFINDEX = 0x8933
 PROBE_VETH, PROBE_PEER, PROBE_ALTNAME = "vmnprobe0", "vmnprobe1", "vmnprobe-alt"
 # What the hook's interpreter is asked to import: what the hook itself needs when it works.
@@ -597,8 +597,7 @@ def _sockets_in_new_netns() -> tuple[socket.socket, socket.socket]:
     result: list[tuple[socket.socket, socket.socket] | OSError] = []
 
     def unshare_and_open() -> None:
-        libc = ctypes.CDLL(None, use_errno=True)
-        if libc.unshare(CLONE_NEWNET) != 0:
+        if libc().unshare(CLONE_NEWNET) != 0:
             errno = ctypes.get_errno()
             result.append(OSError(errno, os.strerror(errno)))
             return

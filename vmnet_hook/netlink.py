@@ -151,13 +151,14 @@ def enter_netns(path: str) -> None:
 
 def setns(fd: int) -> None:
     """Move the calling thread into the network namespace open at ``fd``."""
-    if _libc().setns(fd, CLONE_NEWNET) != 0:
+    if libc().setns(fd, CLONE_NEWNET) != 0:
         code = ctypes.get_errno()
         raise OSError(code, os.strerror(code))
 
 
 @functools.cache
-def _libc() -> ctypes.CDLL:
+def libc() -> ctypes.CDLL:
+    """The C library, for setns and unshare, which Python 3.11's os lacks."""
     return ctypes.CDLL(None, use_errno=True)
 
 
