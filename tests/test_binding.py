@@ -105,9 +105,19 @@ def test_a_placeholder_that_names_another_link_is_refused_before_anything_binds(
     assert store.load(UUID) is None
 
 
-def test_source_dev_already_naming_the_veth_needs_no_binding() -> None:
-    vm = domain(claim(1, "vethA"))
-    assert binding.plan(vm, {vm.claims[0].mac: host_veth(veth(10, "vethA"))}) == ()
+def test_source_dev_already_naming_the_veth_binds_nothing_but_holds_the_nic(
+    store: StateStore,
+) -> None:
+    netlink = FakeNetlink(veth(10, "vethA"))
+    restored = domain(claim(1, "vethA"))  # as after a migrate or restore filter
+    target = {restored.claims[0].mac: host_veth(netlink.host_links[10])}
+    binding.bind_all(restored, binding.plan(restored, target), netlink, store)
+    assert altnames(netlink) == {"vethA": ()}
+    other = Domain("vm0", "00000000-0000-4000-8000-000000000000", (claim(1, "vnzzzz"),))
+    with pytest.raises(Failures, match="pod NIC vethA is already used by running domain 'vm1'"):
+        binding.bind_all(other, binding.plan(other, target), netlink, store)
+    assert binding.release(UUID, netlink, store) == []
+    assert altnames(netlink) == {"vethA": ()}
 
 
 def test_a_pod_nic_already_used_by_another_domain_is_refused(store: StateStore) -> None:

@@ -10,12 +10,17 @@ from vmnet_hook.state import Binding, DomainState, StateStore
 
 
 def plan(domain: Domain, veths: dict[str, HostVeth]) -> tuple[Binding, ...]:
-    """The altnames to add: none where ``<source dev>`` already names the veth."""
+    """Each claim's binding. One whose ``<source dev>`` already names the veth (after a
+    migrate or restore) adds no altname, but is recorded all the same: the domain holds
+    that pod NIC."""
     return tuple(
         Binding(claim.mac, claim.placeholder, veths[claim.mac].name, veths[claim.mac].index)
         for claim in domain.claims
-        if claim.placeholder != veths[claim.mac].name
     )
+
+
+def needs_altname(binding: Binding) -> bool:
+    return binding.placeholder != binding.host_veth
 
 
 def bind_all(
@@ -25,12 +30,13 @@ def bind_all(
     if not bindings:
         return
     with store.lock(), netlink.host() as host:
+        to_bind = tuple(filter(needs_altname, bindings))
         _refuse_shared_nics(domain, bindings, store)
-        _refuse_taken_placeholders(domain.name, bindings, host)
+        _refuse_taken_placeholders(domain.name, to_bind, host)
         # Intent first: a kill -9 from here on is undone by release or the next prepare.
         store.save(domain.uuid, DomainState(domain.name, bindings))
         try:
-            for binding in bindings:
+            for binding in to_bind:
                 host.add_altname(binding.ifindex, binding.placeholder)
         except BaseException:
             # Every binding, not only those whose call returned: the kernel may have added

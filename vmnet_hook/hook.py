@@ -58,7 +58,7 @@ def prepare(call: HookCall, system: System) -> str:
     veths = resolve_all(domain, system.resolver, system.log)
     bindings = binding.plan(domain, veths)
     binding.bind_all(domain, bindings, system.netlink, system.store)
-    bound = {b.mac for b in bindings}
+    bound = {b.mac for b in bindings if binding.needs_altname(b)}
     for claim in domain.claims:
         result = f"bound {claim.placeholder}" if claim.mac in bound else "already named"
         _decision(system, call, claim, veths[claim.mac], result)
