@@ -216,7 +216,7 @@ install_package() {
   fi
   rm -rf -- "$copy"
   # The hook imports these only when it has work: check them now, not at a VM's start.
-  "$PREFIX/bin/python3" -c 'import vmnet_hook.hook, vmnet_hook.netlink, pyroute2, psutil' \
+  "$PREFIX/bin/python3" -c 'import vmnet_hook.hook.handlers, pyroute2, psutil' \
     || die "the package installed in $PREFIX does not import"
   version=$("$PREFIX/bin/python3" -c 'import vmnet_hook; print(vmnet_hook.__version__)')
   say "package vmnet-hook $version: installed into $PREFIX from $SOURCE"

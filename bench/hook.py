@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vmnet_hook import sandbox
+from vmnet_hook.demo import sandbox
 
 REPO = Path(__file__).resolve().parent.parent
 HOOK = str(REPO / "hooks" / "qemu")
@@ -357,14 +357,14 @@ def bench_cycle(rounds: int, work: Path, base_env: dict[str, str], pod: sandbox.
 # hooks/qemu with clocks: the same process set-up, imports timed before main() runs.
 PHASES = r"""
 import gc, sys, time
-from vmnet_hook import fastpath
-gc.disable()  # as fastpath.main does before its imports, in hooks/qemu's process
+from vmnet_hook.hook import gate
+gc.disable()  # as gate.main does before its imports, in hooks/qemu's process
 t0 = time.perf_counter()
-import vmnet_hook.hook  # lxml and the project's own modules
+import vmnet_hook.hook.handlers  # lxml and the project's own modules
 t1 = time.perf_counter()
 import pyroute2, pyroute2.netlink.exceptions  # what netlink.py imports on first use
 t2 = time.perf_counter()
-status = fastpath.main()
+status = gate.main()
 t3 = time.perf_counter()
 print(f"PHASES {t1 - t0} {t2 - t1} {t3 - t2} {t3 - t0}", file=sys.stderr)
 sys.exit(status)
@@ -384,7 +384,7 @@ IMPORTS = [
     ("  the same, gc off and frozen at exit", GC_OFF + PYROUTE2_IPROUTE + FREEZE),
     ("asyncio (pyroute2 0.9's core is built on it)", "import asyncio"),
     ("lxml.etree", "import lxml.etree"),
-    ("vmnet_hook.hook, no pyroute2 (lxml incl.)", "import vmnet_hook.hook"),
+    ("vmnet_hook.hook.handlers, no pyroute2 (lxml incl.)", "import vmnet_hook.hook.handlers"),
 ]
 
 
@@ -411,7 +411,7 @@ def bench_prepare(
     )
     rows = [
         ("interpreter start-up and exit, bare (python -c pass)", bare.ms),
-        ("import lxml + vmnet_hook.hook and its modules", project),
+        ("import lxml + vmnet_hook.hook.handlers and its modules", project),
         ("import pyroute2 (its __init__: ndb, ipdb, conntrack, asyncio...)", pyroute2),
         ("the work: parse, find the pod, netlink, altname, state, rewrite", work_s),
         ("interpreter exit with all that loaded (beyond bare)", outside - bare.ms),

@@ -38,13 +38,13 @@ from types import FrameType
 
 import psutil
 
-from vmnet_hook import sandbox
-from vmnet_hook.annotation import parse_selector
 from vmnet_hook.config import Config
-from vmnet_hook.netlink import CLONE_NEWNET, Pyroute2Netlink
-from vmnet_hook.pods import NetnsId, PodNetns
-from vmnet_hook.resolve import Resolver, host_end
-from vmnet_hook.sandbox import PodLayout
+from vmnet_hook.core.annotation import parse_selector
+from vmnet_hook.demo import sandbox
+from vmnet_hook.demo.sandbox import PodLayout
+from vmnet_hook.host.netlink import CLONE_NEWNET, Pyroute2Netlink
+from vmnet_hook.host.pods import NetnsId, PodNetns
+from vmnet_hook.host.resolve import Resolver, host_end
 
 SELECTORS = ("pod", "pod-uid", "container", "pid", "netns")
 APP_SLEEPS = 7  # the app container's processes; the pause container has one
@@ -370,7 +370,7 @@ def time_pods_command(host: Host, runs: int = 3) -> tuple[float, int]:
     command = (
         [script]
         if os.path.exists(script)
-        else [sys.executable, "-c", "from vmnet_hook.cli import main; main()"]
+        else [sys.executable, "-c", "from vmnet_hook.cli.main import main; main()"]
     )
     env = {**os.environ, "VMNET_HOOK_POD_LOG_DIR": host.logs, "VMNET_HOOK_CONFIG": "/nonexistent"}
     walls, listed = [], 0

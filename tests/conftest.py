@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from vmnet_hook import sandbox
+from vmnet_hook.demo import sandbox
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = REPO / "tests" / "data"

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from vmnet_hook.errors import BindError
-from vmnet_hook.netlink import Link
+from vmnet_hook.host.netlink import Link
 
 
 class FakeSession:

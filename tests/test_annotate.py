@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from vmnet_hook.annotate import annotate
-from vmnet_hook.annotation import Selector, parse_domain, parse_xml, placeholder_for
+from vmnet_hook.core.annotate import annotate
+from vmnet_hook.core.annotation import Selector, parse_domain, parse_xml, placeholder_for
+from vmnet_hook.core.rewrite import to_text
 from vmnet_hook.errors import AnnotationError
-from vmnet_hook.rewrite import to_text
 
 UUID = "6f1c2a9e-3b4d-4c5e-8f90-a1b2c3d4e5f6"
 PLAIN = f"""<domain type='qemu'>

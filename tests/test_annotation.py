@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from vmnet_hook.annotation import parse_domain, parse_xml, placeholder_for
+from vmnet_hook.core.annotation import parse_domain, parse_xml, placeholder_for
 from vmnet_hook.errors import AnnotationError
 
 DOMAIN = """<domain type='qemu'>

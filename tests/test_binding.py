@@ -7,13 +7,13 @@ from pathlib import Path
 import pytest
 
 from tests.fakes import FakeNetlink, veth
-from vmnet_hook import binding
-from vmnet_hook.annotation import Claim, Domain, Selector
+from vmnet_hook.core import binding
+from vmnet_hook.core.annotation import Claim, Domain, Selector
 from vmnet_hook.errors import BindError, Failures
-from vmnet_hook.netlink import Link
-from vmnet_hook.pods import NetnsId
-from vmnet_hook.resolve import HostVeth
-from vmnet_hook.state import DomainState, StateStore
+from vmnet_hook.host.netlink import Link
+from vmnet_hook.host.pods import NetnsId
+from vmnet_hook.host.resolve import HostVeth
+from vmnet_hook.host.state import DomainState, StateStore
 
 UUID = "6f1c2a9e-3b4d-4c5e-8f90-a1b2c3d4e5f6"
 
@@ -146,7 +146,7 @@ def test_release_removes_only_what_is_still_ours_and_tolerates_gone_links(
 
 
 def test_status_marks_bindings_whose_veth_went_away(store: StateStore) -> None:
-    from vmnet_hook.status import statuses
+    from vmnet_hook.cli.status import statuses
 
     netlink = FakeNetlink(veth(10, "vethA"), veth(11, "vethB"))
     vm = domain(claim(1, "vnaaaa"), claim(2, "vnbbbb"))

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from tests.conftest import DATA, MakePod, domain_xml
 from tests.test_hook_kernel import PLACEHOLDER, altnames
-from vmnet_hook.cli import cli
+from vmnet_hook.cli.main import cli
 
 REWRITE = DATA / "rewrite" / "two-pods.in.xml"
 

@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-DEMO = [sys.executable, "-c", "from vmnet_hook.cli import main; main()", "demo"]
+DEMO = [sys.executable, "-c", "from vmnet_hook.cli.main import main; main()", "demo"]
 
 
 def leftovers() -> tuple[list[str], list[str], list[str]]:

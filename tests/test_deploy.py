@@ -259,7 +259,7 @@ def test_install_copies_to_the_stage_and_installs_offline_then_uninstall_removes
     assert (staged / "install.sh").is_file() and (staged / "wheels").is_dir()
     assert node.hook.read_text().splitlines()[:2] == [f"#!{node.prefix}/bin/python3", MARKER]
     imported = subprocess.run(
-        [str(node.prefix / "bin" / "python3"), "-c", "import vmnet_hook.hook, pyroute2"],
+        [str(node.prefix / "bin" / "python3"), "-c", "import vmnet_hook.hook.handlers, pyroute2"],
         capture_output=True, text=True, timeout=60, check=False, cwd="/",
     )  # fmt: skip
     assert imported.returncode == 0, imported.stderr

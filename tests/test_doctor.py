@@ -17,10 +17,9 @@ import pytest
 from click.testing import CliRunner
 
 from tests.conftest import REPO, InstallLayout
-from vmnet_hook import __version__, doctor
-from vmnet_hook.cli import cli
-from vmnet_hook.config import Config
-from vmnet_hook.doctor import (
+from vmnet_hook import __version__
+from vmnet_hook.cli import doctor
+from vmnet_hook.cli.doctor import (
     Check,
     Daemon,
     Facts,
@@ -32,6 +31,8 @@ from vmnet_hook.doctor import (
     report,
     run_checks,
 )
+from vmnet_hook.cli.main import cli
+from vmnet_hook.config import Config
 
 HOOKS = "/etc/libvirt/hooks"
 PYTHON = "/opt/vmnet-hook/bin/python3"
@@ -383,7 +384,7 @@ def test_the_altname_probe_leaves_nothing_behind() -> None:
 
 @pytest.mark.kernel
 def test_the_altname_probe_without_capabilities_says_to_run_as_root() -> None:
-    probe = "from vmnet_hook.doctor import probe_altnames; print(probe_altnames())"
+    probe = "from vmnet_hook.cli.doctor import probe_altnames; print(probe_altnames())"
     result = subprocess.run(  # root, but with every capability dropped
         ["setpriv", "--inh-caps=-all", "--bounding-set=-all", sys.executable, "-c", probe],
         capture_output=True, text=True, timeout=60, check=True, cwd=REPO,

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import MakePod, RunHook, domain_xml
-from vmnet_hook import sandbox
+from vmnet_hook.demo import sandbox
 
 pytestmark = pytest.mark.kernel
 PLACEHOLDER = "vn3f9a0c1d2e4b"
@@ -174,7 +174,7 @@ def test_one_syslog_line_per_decision_and_steps_at_debug(
     make_pod: MakePod, hook_env: dict[str, str]
 ) -> None:
     from vmnet_hook.config import load
-    from vmnet_hook.hook import HookCall, System, run
+    from vmnet_hook.hook.handlers import HookCall, System, run
 
     pod = make_pod()
     config = load(hook_env["VMNET_HOOK_CONFIG"], environ=hook_env)

@@ -24,7 +24,7 @@ import pytest
 from lxml import etree
 
 from tests.conftest import DATA, REPO, MakePod, domain_xml
-from vmnet_hook import sandbox
+from vmnet_hook.demo import sandbox
 
 pytestmark = pytest.mark.libvirt
 

@@ -14,7 +14,7 @@ import pytest
 
 from tests.conftest import HOOK, MakePod, RunHook, domain_xml
 from tests.test_hook_kernel import PLACEHOLDER, UUID, altnames
-from vmnet_hook import sandbox
+from vmnet_hook.demo import sandbox
 
 pytestmark = pytest.mark.kernel
 
@@ -140,13 +140,13 @@ def test_two_domains_starting_at_once_on_one_pod_nic_get_it_once(
 
 CRASH_AFTER_FIRST_BIND = """
 import os, signal, sys
-from vmnet_hook import netlink
+from vmnet_hook.host import netlink
 real = netlink.Pyroute2Session.add_altname
 def add_then_die(self, index, altname):
     real(self, index, altname)
     os.kill(os.getpid(), signal.SIGKILL)
 netlink.Pyroute2Session.add_altname = add_then_die
-from vmnet_hook.fastpath import main
+from vmnet_hook.hook.gate import main
 sys.exit(main(sys.argv[1:]))
 """
 

@@ -14,14 +14,14 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import MakePod
-from vmnet_hook import sandbox
-from vmnet_hook.annotation import parse_selector
+from vmnet_hook.cli.pods import PodEntry, list_pods
 from vmnet_hook.config import Config
+from vmnet_hook.core.annotation import parse_selector
+from vmnet_hook.demo import sandbox
+from vmnet_hook.demo.sandbox import PodLayout
 from vmnet_hook.errors import VmnetError
-from vmnet_hook.netlink import Pyroute2Netlink
-from vmnet_hook.podlist import PodEntry, list_pods
-from vmnet_hook.resolve import Resolver
-from vmnet_hook.sandbox import PodLayout
+from vmnet_hook.host.netlink import Pyroute2Netlink
+from vmnet_hook.host.resolve import Resolver
 
 pytestmark = pytest.mark.kernel
 
@@ -281,7 +281,7 @@ def test_pods_command_prints_a_table_and_json(
     pod = new_pod(cgroup_root=cgroup_root, pod_log_dir=pod_log_dir)
     sandbox.unpin(pod)
     env = {**os.environ, "VMNET_HOOK_POD_LOG_DIR": pod_log_dir, "VMNET_HOOK_CONFIG": "/none"}
-    command = [sys.executable, "-c", "from vmnet_hook.cli import main; main()", "pods"]
+    command = [sys.executable, "-c", "from vmnet_hook.cli.main import main; main()", "pods"]
     table = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
     (line,) = [line for line in table.stdout.splitlines() if pod.uid in line]
     assert line.split() == [

@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from vmnet_hook.annotation import parse_selector
+from vmnet_hook.cli.pods import pod_names
 from vmnet_hook.config import Config
+from vmnet_hook.core.annotation import parse_selector
+from vmnet_hook.demo.sandbox import PodLayout
 from vmnet_hook.errors import PodNotFound
-from vmnet_hook.podlist import pod_names
-from vmnet_hook.pods import NetnsId, PodNetns, ProcFs, find_pod, place_of
-from vmnet_hook.sandbox import PodLayout
+from vmnet_hook.host.pods import NetnsId, PodNetns, ProcFs, find_pod, place_of
 
 UID_A = "1d2c3b4a-0000-4000-8000-00000000000a"
 UID_B = "1d2c3b4a-0000-4000-8000-00000000000b"

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from vmnet_hook.annotation import Selector
 from vmnet_hook.config import Config
+from vmnet_hook.core.annotation import Selector
+from vmnet_hook.core.policy import check
 from vmnet_hook.errors import VmnetError
-from vmnet_hook.policy import check
 
 UID = "3f9a0c1d-2e4b-4c5d-8e6f-7a8b9c0d1e2f"
 

@@ -12,12 +12,12 @@ from hypothesis import strategies as st
 from lxml import etree
 
 from tests.fakes import FakeNetlink, veth
-from vmnet_hook.annotation import NS, SELECTORS, Selector, parse_domain, parse_xml
 from vmnet_hook.config import Config
+from vmnet_hook.core.annotation import NS, SELECTORS, Selector, parse_domain, parse_xml
 from vmnet_hook.errors import PodNotFound, VmnetError
-from vmnet_hook.hook import HookCall, System, run
-from vmnet_hook.pods import NetnsId
-from vmnet_hook.resolve import HostVeth
+from vmnet_hook.hook.handlers import HookCall, System, run
+from vmnet_hook.host.pods import NetnsId
+from vmnet_hook.host.resolve import HostVeth
 
 EXAMPLES = 2000 if os.environ.get("CI") == "true" else 300
 PROPERTY = settings(max_examples=EXAMPLES, deadline=None,

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from vmnet_hook.annotation import Claim, parse_domain, parse_xml
-from vmnet_hook.rewrite import rewrite, to_text
+from vmnet_hook.core.annotation import Claim, parse_domain, parse_xml
+from vmnet_hook.core.rewrite import rewrite, to_text
 
 CASES = Path(__file__).parent / "data" / "rewrite"
 HOST_VETHS = {  # what a resolver would find, by selector

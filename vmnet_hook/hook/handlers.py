@@ -1,6 +1,6 @@
 """The hook's work, one small handler per libvirt operation, in one dispatch table.
 
-Reached only through ``vmnet_hook.fastpath`` once it has decided there is work to do.
+Reached only through ``vmnet_hook.hook.gate`` once it has decided there is work to do.
 """
 
 from __future__ import annotations
@@ -10,16 +10,16 @@ from dataclasses import dataclass, field
 
 from lxml import etree
 
-from vmnet_hook import binding
-from vmnet_hook.annotation import Claim, Domain, domain_uuid, parse_domain, parse_xml
 from vmnet_hook.config import Config
+from vmnet_hook.core import binding
+from vmnet_hook.core.annotation import Claim, Domain, domain_uuid, parse_domain, parse_xml
+from vmnet_hook.core.rewrite import rewrite, to_text
 from vmnet_hook.errors import Failures, InterfaceError, VmnetError
-from vmnet_hook.log import Log
-from vmnet_hook.netlink import Netlink, Pyroute2Netlink
-from vmnet_hook.pods import ProcFs
-from vmnet_hook.resolve import HostVeth, Resolver
-from vmnet_hook.rewrite import rewrite, to_text
-from vmnet_hook.state import StateStore
+from vmnet_hook.host.log import Log
+from vmnet_hook.host.netlink import Netlink, Pyroute2Netlink
+from vmnet_hook.host.pods import ProcFs
+from vmnet_hook.host.resolve import HostVeth, Resolver
+from vmnet_hook.host.state import StateStore
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterable
 
 from lxml import etree
 
-from vmnet_hook.annotation import NS, Claim
+from vmnet_hook.core.annotation import NS, Claim
 
 
 def rewrite(

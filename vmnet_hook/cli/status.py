@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from vmnet_hook.netlink import Netlink, NetlinkSession
-from vmnet_hook.state import Binding, StateStore
+from vmnet_hook.host.netlink import Netlink, NetlinkSession
+from vmnet_hook.host.state import Binding, StateStore
 
 
 @dataclass(frozen=True)

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from vmnet_hook.annotation import Domain
+from vmnet_hook.core.annotation import Domain
 from vmnet_hook.errors import BindError, Failures, InterfaceError, VmnetError
-from vmnet_hook.netlink import Netlink, NetlinkSession
-from vmnet_hook.resolve import HostVeth
-from vmnet_hook.state import Binding, DomainState, StateStore
+from vmnet_hook.host.netlink import Netlink, NetlinkSession
+from vmnet_hook.host.resolve import HostVeth
+from vmnet_hook.host.state import Binding, DomainState, StateStore
 
 
 def plan(domain: Domain, veths: dict[str, HostVeth]) -> tuple[Binding, ...]:

@@ -23,8 +23,8 @@ import stat
 from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 
-from vmnet_hook.annotation import Selector
 from vmnet_hook.config import Config
+from vmnet_hook.core.annotation import Selector
 from vmnet_hook.errors import PodNotFound
 
 MAX_ROOT_DEPTH = 8  # how far below a mount point kubelet's kubepods cgroup may sit

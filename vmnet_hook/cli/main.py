@@ -11,14 +11,14 @@ from typing import Any, BinaryIO, TypeVar
 import click
 
 from vmnet_hook import __version__, config
-from vmnet_hook.errors import VmnetError
-from vmnet_hook.options import (
+from vmnet_hook.cli.options import (
     dev_option,
     json_option,
     selector_from,
     selector_options,
     xml_argument,
 )
+from vmnet_hook.errors import VmnetError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -60,10 +60,10 @@ def rewrite(xml_file: BinaryIO) -> None:
     Example:
       vmnet-hook rewrite vm1.xml > vm1-here.xml
     """
-    from vmnet_hook.annotation import parse_domain, parse_xml
-    from vmnet_hook.hook import System, resolve_all
-    from vmnet_hook.rewrite import rewrite as rewritten
-    from vmnet_hook.rewrite import to_text
+    from vmnet_hook.core.annotation import parse_domain, parse_xml
+    from vmnet_hook.core.rewrite import rewrite as rewritten
+    from vmnet_hook.core.rewrite import to_text
+    from vmnet_hook.hook.handlers import System, resolve_all
 
     tree = parse_xml(xml_file.read())
     domain = parse_domain(tree)
@@ -85,7 +85,7 @@ def resolve(pod_dev: str, as_json: bool, **selectors: str | None) -> None:
     Example:
       vmnet-hook resolve --pod default/virt-launcher-vm1-x7k2p --dev eth0
     """
-    from vmnet_hook.hook import System
+    from vmnet_hook.hook.handlers import System
 
     veth = System(_settings()).resolver.host_veth(selector_from(selectors), pod_dev)
     if as_json:
@@ -109,7 +109,7 @@ def hook(ctx: click.Context, domain: str, operation: str, subop: str, extra: str
     Example:
       vmnet-hook hook vm1 prepare begin - < vm1.xml
     """
-    from vmnet_hook.fastpath import main as hook_main
+    from vmnet_hook.hook.gate import main as hook_main
 
     ctx.exit(hook_main([domain, operation, subop, extra], sys.stdin.buffer))
 
@@ -124,7 +124,7 @@ def demo(no_libvirt: bool) -> None:
     Example:
       sudo vmnet-hook demo
     """
-    from vmnet_hook.demo import run
+    from vmnet_hook.demo.run import run
 
     run(click.echo, with_libvirt=not no_libvirt)
 
@@ -144,7 +144,7 @@ def pods(as_json: bool) -> None:
       vmnet-hook pods
       vmnet-hook pods --json | jq '.[] | select(.pods[0].name == "virt-launcher-vm1-x7k2p")'
     """
-    from vmnet_hook.podlist import list_pods, to_json, to_table
+    from vmnet_hook.cli.pods import list_pods, to_json, to_table
 
     entries = list_pods(_settings())
     click.echo(to_json(entries) if as_json else to_table(entries))
@@ -167,9 +167,9 @@ def annotate(xml_file: BinaryIO, pod_dev: str, mac: str | None, **selectors: str
       virsh dumpxml vm1 | vmnet-hook annotate --pod default/virt-launcher-vm1-x7k2p \\
           --dev eth0 > vm1.xml && virsh define vm1.xml
     """
-    from vmnet_hook.annotate import annotate as annotated
-    from vmnet_hook.annotation import parse_xml
-    from vmnet_hook.rewrite import to_text
+    from vmnet_hook.core.annotate import annotate as annotated
+    from vmnet_hook.core.annotation import parse_xml
+    from vmnet_hook.core.rewrite import to_text
 
     tree = annotated(parse_xml(xml_file.read()), selector_from(selectors), pod_dev, mac)
     click.echo(to_text(tree), nl=False)
@@ -186,9 +186,9 @@ def status(domain: str | None, as_json: bool) -> None:
     Example:
       vmnet-hook status vm1
     """
-    from vmnet_hook.netlink import Pyroute2Netlink
-    from vmnet_hook.state import StateStore
-    from vmnet_hook.status import statuses
+    from vmnet_hook.cli.status import statuses
+    from vmnet_hook.host.netlink import Pyroute2Netlink
+    from vmnet_hook.host.state import StateStore
 
     rows = statuses(StateStore(_settings().state_dir), Pyroute2Netlink(), domain)
     if as_json:
@@ -221,7 +221,7 @@ def doctor(hooks_dir: str, as_json: bool) -> None:
       sudo vmnet-hook doctor
       sudo vmnet-hook doctor --json | jq -r '.checks[] | select(.ok | not) | .fix'
     """
-    from vmnet_hook.doctor import Paths, render, report, run_checks
+    from vmnet_hook.cli.doctor import Paths, render, report, run_checks
 
     paths = Paths(hooks_dir=hooks_dir.rstrip("/") or "/", config_path=config.config_path())
     checks = run_checks(paths)

@@ -16,10 +16,10 @@ import textwrap
 import uuid as uuidlib
 from collections.abc import Callable
 
-from vmnet_hook import sandbox
-from vmnet_hook.annotation import placeholder_for
+from vmnet_hook.core.annotation import placeholder_for
+from vmnet_hook.demo import sandbox
 from vmnet_hook.errors import VmnetError
-from vmnet_hook.fastpath import main as hook_main
+from vmnet_hook.hook.gate import main as hook_main
 
 VIRSH = ["virsh", "-q", "-c", "qemu:///system"]
 Echo = Callable[[str], None]

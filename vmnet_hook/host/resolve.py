@@ -5,12 +5,12 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from vmnet_hook import policy
-from vmnet_hook.annotation import Selector
 from vmnet_hook.config import Config
+from vmnet_hook.core import policy
+from vmnet_hook.core.annotation import Selector
 from vmnet_hook.errors import LinkRefused, PodNotFound
-from vmnet_hook.netlink import HOST_NETNS, Link, Netlink
-from vmnet_hook.pods import NetnsId, PodNetns, ProcFs, find_pod
+from vmnet_hook.host.netlink import HOST_NETNS, Link, Netlink
+from vmnet_hook.host.pods import NetnsId, PodNetns, ProcFs, find_pod
 
 
 @dataclass(frozen=True)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import os
 
-from vmnet_hook.annotation import Selector
 from vmnet_hook.config import Config
+from vmnet_hook.core.annotation import Selector
 from vmnet_hook.errors import PodNotFound, VmnetError
 
 

@@ -7,7 +7,7 @@ from typing import Any, TypeVar
 
 import click
 
-from vmnet_hook.annotation import SELECTORS, Selector, parse_selector
+from vmnet_hook.core.annotation import SELECTORS, Selector, parse_selector
 from vmnet_hook.errors import AnnotationError
 
 F = TypeVar("F", bound=Callable[..., Any])

@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass, field
 
 from vmnet_hook.config import DEFAULT_PATH, Config, load
 from vmnet_hook.errors import ConfigError
-from vmnet_hook.netlink import CLONE_NEWNET, libc
+from vmnet_hook.host.netlink import CLONE_NEWNET, libc
 
 LIBVIRT_HOOKS_DIR = "/etc/libvirt/hooks"
 # install.sh's marker, on the hook's second line: what tells our hook from another program's.
@@ -41,7 +41,8 @@ SIOCGIFINDEX = 0x8933
 PROBE_VETH, PROBE_PEER, PROBE_ALTNAME = "vmnprobe0", "vmnprobe1", "vmnprobe-alt"
 # What the hook's interpreter is asked to import: what the hook itself needs when it works.
 IMPORT_PROBE = (
-    "import json, lxml, psutil, pyroute2, vmnet_hook, vmnet_hook.hook, vmnet_hook.netlink; "
+    "import json, lxml, psutil, pyroute2, vmnet_hook, vmnet_hook.hook.handlers, "
+    "vmnet_hook.host.netlink; "
     "print(json.dumps({'vmnet_hook': vmnet_hook.__version__, 'pyroute2': pyroute2.__version__}))"
 )
 
@@ -559,7 +560,7 @@ def probe_altnames() -> str:
     from pyroute2.netlink.exceptions import NetlinkError
 
     from vmnet_hook.errors import BindError
-    from vmnet_hook.netlink import Pyroute2Session
+    from vmnet_hook.host.netlink import Pyroute2Session
 
     try:
         route_socket, ioctl_socket = _sockets_in_new_netns()

@@ -14,7 +14,7 @@ import uuid as uuidlib
 from lxml import etree
 
 from vmnet_hook import NAMESPACE_URI
-from vmnet_hook.annotation import (
+from vmnet_hook.core.annotation import (
     NS,
     SELECTORS,
     Selector,

@@ -30,8 +30,8 @@ from dataclasses import asdict, dataclass, field
 
 from vmnet_hook.config import Config
 from vmnet_hook.errors import BindError, VmnetError
-from vmnet_hook.netlink import HOST_NETNS, NSID_NOT_ASSIGNED, Link, enter_netns, setns
-from vmnet_hook.pods import (
+from vmnet_hook.host.netlink import HOST_NETNS, NSID_NOT_ASSIGNED, Link, enter_netns, setns
+from vmnet_hook.host.pods import (
     CgroupPlace,
     NetnsId,
     PodNetns,
@@ -41,7 +41,7 @@ from vmnet_hook.pods import (
     pinned_netns,
     place_of,
 )
-from vmnet_hook.resolve import host_end
+from vmnet_hook.host.resolve import host_end
 
 
 @dataclass(frozen=True)

@@ -18,10 +18,11 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import HOOK, RunHook, domain_xml
-from vmnet_hook import config, fastpath
-from vmnet_hook.state import DomainState, StateStore
+from vmnet_hook import config
+from vmnet_hook.hook import gate
+from vmnet_hook.host.state import DomainState, StateStore
 
-HEAVY = ("lxml", "pyroute2", "psutil", "click", "vmnet_hook.hook")
+HEAVY = ("lxml", "pyroute2", "psutil", "click", "vmnet_hook.hook.handlers")
 PLAIN = domain_xml("realistic.xml")  # no vmnet annotation
 ANNOTATED = domain_xml("realistic-annotated.xml", NETNS="vmnt-not-there")
 ANNOTATED_UUID = "b7d4e2a1-0c9f-4a3b-8e6d-5f1a2b3c4d5e"
@@ -34,7 +35,7 @@ STEPS = [(op, sub) for op in PHASES for sub in ("begin", "end")] + [
 ]
 # With the annotation, these have work; every other step (release end too, when the
 # domain has no state file) has none.
-ANNOTATED_WORK = {*fastpath.RESOLVING, *fastpath.CHECKING}
+ANNOTATED_WORK = {*gate.RESOLVING, *gate.CHECKING}
 ANNOTATED_IDLE = [step for step in STEPS if step not in ANNOTATED_WORK]
 
 
@@ -88,7 +89,7 @@ def assert_idle(
     assert heavy(modules) == []
     # Stricter than the contract's "nothing heavy": nothing past the interpreter's own
     # start-up but the fast path itself. Not even vmnet_hook.config, typing or signal.
-    assert modules - interpreter_modules == {"vmnet_hook", "vmnet_hook.fastpath"}
+    assert modules - interpreter_modules == {"vmnet_hook", "vmnet_hook.hook", "vmnet_hook.hook.gate"}
 
 
 @pytest.mark.parametrize("step", STEPS, ids=step_id)
@@ -146,7 +147,7 @@ def test_release_end_with_state_does_the_work(hook_env: dict[str, str]) -> None:
     done, modules = imported([str(HOOK), "web-frontend-02", "release", "end", "-"], ANNOTATED,
                              hook_env)  # fmt: skip
     assert (done.returncode, done.stdout, done.stderr) == (0, "", "")
-    assert "vmnet_hook.hook" in modules
+    assert "vmnet_hook.hook.handlers" in modules
     assert store.load(ANNOTATED_UUID) is None
 
 
@@ -165,14 +166,14 @@ def test_release_end_finds_state_in_the_config_files_state_dir(
     env = {**libvirt_env, "VMNET_HOOK_CONFIG": str(config_file)}
     done, modules = imported([str(HOOK), "web-frontend-01", "release", "end", "-"], PLAIN, env)
     assert (done.returncode, done.stdout, done.stderr) == (0, "", "")
-    assert "vmnet_hook.hook" in modules
+    assert "vmnet_hook.hook.handlers" in modules
     assert store.load(uuid) is None
 
 
 def test_fast_path_defaults_match_config() -> None:
-    """fastpath mirrors two defaults so that release end can skip loading config."""
-    assert fastpath.DEFAULT_CONFIG_PATH == config.DEFAULT_PATH == config.config_path({})
-    assert config.Config().state_dir == fastpath.DEFAULT_STATE_DIR
+    """The gate mirrors two defaults so that release end can skip loading config."""
+    assert gate.DEFAULT_CONFIG_PATH == config.DEFAULT_PATH == config.config_path({})
+    assert config.Config().state_dir == gate.DEFAULT_STATE_DIR
 
 
 @pytest.mark.parametrize(
@@ -250,6 +251,6 @@ def test_main_called_in_process_leaves_the_garbage_collector_alone() -> None:
     """hooks/qemu's process turns gc off for its one call; a caller of main() keeps its own."""
     err = io.StringIO()
     xml = io.BytesIO(ANNOTATED.encode())
-    status = fastpath.main(["web-frontend-02", "prepare", "begin", "-"], xml, io.StringIO(), err)
+    status = gate.main(["web-frontend-02", "prepare", "begin", "-"], xml, io.StringIO(), err)
     assert status == 1 and "vmnt-not-there" in err.getvalue()
     assert gc.isenabled()

@@ -26,7 +26,7 @@ CHECKING = frozenset({("reconnect", "begin"), ("attach", "begin")})
 RELEASING = ("release", "end")
 USAGE = "usage: qemu DOMAIN OPERATION SUB-OPERATION [EXTRA] < domain.xml"
 DEFAULT_DEADLINE_SECONDS = 10  # until the configuration is read
-# Mirrors of vmnet_hook.config's defaults (tests/test_fastpath.py checks them), so that
+# Mirrors of vmnet_hook.config's defaults (tests/test_gate.py checks them), so that
 # release end needs no config import when nothing can move the state dir (see _state_dir).
 DEFAULT_CONFIG_PATH = "/etc/vmnet-hook/config"
 DEFAULT_STATE_DIR = "/run/vmnet-hook"
@@ -77,12 +77,12 @@ def _work(domain: str, operation: str, subop: str, xml: bytes, out: TextIO, err:
     with deadline(DEFAULT_DEADLINE_SECONDS, domain, failure_status) as clock:
         from vmnet_hook import config
         from vmnet_hook.errors import VmnetError
-        from vmnet_hook.log import Log
+        from vmnet_hook.host.log import Log
 
         try:
             settings = config.load(config.config_path())
             clock.restart(settings.deadline_seconds)
-            from vmnet_hook.hook import HookCall, run
+            from vmnet_hook.hook.handlers import HookCall, run
 
             text = run(HookCall(domain, operation, subop, xml, settings))
         except VmnetError as error:

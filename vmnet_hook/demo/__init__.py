@@ -1,0 +1,1 @@
+"""Tooling, not the hook: throwaway pods for the demo, the tests and the benches."""
