@@ -6,8 +6,8 @@ It builds fake pods from real kernel objects (a pinned netns, a veth pair with `
 the pod, two containers in kubelet-shaped cgroups under one private cgroup2 directory,
 CRI-O pods with a conmon in the host netns, kubelet log directories), eight processes a pod
 plus two host processes a pod in no pod at all: 1,000 pods make 10,000 processes or more.
-Processes are cheap: one ``sh`` a container, spawned inside the pod's netns from a worker
-thread, joins its cgroup and forks ``sleep`` children, then becomes a ``sleep`` itself.
+Processes are cheap: one ``sh`` a container, spawned inside the pod's netns (by
+``run_in_netns``), joins its cgroup and forks ``sleep`` children, then becomes a ``sleep`` itself.
 
 For each size it prints the median latency of ``Resolver.host_veth`` (in-process) by each
 selector, beside a naive lookup (psutil over every process, read its cgroup, group by
@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
+import functools
 import os
 import random
 import secrets
@@ -29,7 +29,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -42,7 +41,8 @@ from vmnet_hook.config import Config
 from vmnet_hook.core.annotation import parse_selector
 from vmnet_hook.demo import sandbox
 from vmnet_hook.demo.sandbox import PodLayout
-from vmnet_hook.host.netlink import CLONE_NEWNET, Pyroute2Netlink
+from vmnet_hook.host.netlink import Pyroute2Netlink
+from vmnet_hook.host.netns import libc, run_in_netns
 from vmnet_hook.host.pods import NetnsId, PodNetns
 from vmnet_hook.host.resolve import Resolver, host_end
 
@@ -159,29 +159,22 @@ class Host:
         return f"{self.cgroup}/{pod.layout.pod_dir(pod.uid)}/{conmon}"
 
     def _spawn_pods(self, pods: list[BenchPod]) -> None:
-        """Containers from a thread that steps into each pod's netns; conmons from here."""
-        failures: list[BaseException] = []
-
-        def spawn_inside() -> None:
-            try:
-                for pod in pods:
-                    _setns(f"/run/netns/{pod.netns}")
-                    pause, app = (self._container_cgroup(pod, c) for c in pod.container_ids)
-                    self.pids[pod.netns] = _spawn_sleeps(pause, 1)
-                    _spawn_sleeps(app, APP_SLEEPS)
-            except BaseException as error:  # handed to the main thread
-                failures.append(error)
-
-        worker = threading.Thread(target=spawn_inside, name="bench-spawn")
-        worker.start()
-        worker.join()
-        self.expected_procs += (1 + APP_SLEEPS) * len(pods)
+        """Containers from inside each pod's netns; conmons from here, in the host's."""
         for pod in pods:
+            path = f"/run/netns/{pod.netns}"
+            self.pids[pod.netns] = run_in_netns(path, functools.partial(self._containers, pod))
+            self.expected_procs += 1 + APP_SLEEPS
             if pod.layout.runtime == "crio":
                 _spawn_sleeps(self._conmon_cgroup(pod), 1)
                 self.expected_procs += 1
-        if failures:
-            raise failures[0]
+
+    def _containers(self, pod: BenchPod) -> int:
+        """The pod's two containers, spawned from the calling thread's netns; the pause
+        container's process."""
+        pause, app = (self._container_cgroup(pod, c) for c in pod.container_ids)
+        pid = _spawn_sleeps(pause, 1)
+        _spawn_sleeps(app, APP_SLEEPS)
+        return pid
 
     def _spawn_host_procs(self, count: int) -> None:
         while count > 0:
@@ -243,19 +236,6 @@ def _spawn_sleeps(cgroup: str, sleeps: int) -> int:
         file_actions=devnull,
         setsid=True,
     )
-
-
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
-def _setns(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        if _libc.setns(fd, CLONE_NEWNET) != 0:
-            errno = ctypes.get_errno()
-            raise OSError(errno, os.strerror(errno), path)
-    finally:
-        os.close(fd)
 
 
 def _reap() -> None:
@@ -471,7 +451,7 @@ def main() -> int:
         )
         return 1
     sizes = sorted(int(size) for size in args.sizes.split(","))
-    _libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)  # orphaned sleeps come back to be reaped
+    libc().prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)  # orphaned sleeps come back to be reaped
     with interrupts_raise():
         host = Host()
         try:

@@ -89,7 +89,11 @@ def assert_idle(
     assert heavy(modules) == []
     # Stricter than the contract's "nothing heavy": nothing past the interpreter's own
     # start-up but the fast path itself. Not even vmnet_hook.config, typing or signal.
-    assert modules - interpreter_modules == {"vmnet_hook", "vmnet_hook.hook", "vmnet_hook.hook.gate"}
+    assert modules - interpreter_modules == {
+        "vmnet_hook",
+        "vmnet_hook.hook",
+        "vmnet_hook.hook.gate",
+    }
 
 
 @pytest.mark.parametrize("step", STEPS, ids=step_id)

@@ -21,8 +21,24 @@ class LinkRefused(VmnetError):
     """A link exists but is not one a VM may be attached to (not a veth, wrong peer...)."""
 
 
+class PolicyRefused(VmnetError):
+    """The pod is outside ``allowed_namespaces``."""
+
+
 class BindError(VmnetError):
     """A placeholder could not be bound (or unbound) as an altname."""
+
+
+class ReadError(VmnetError):
+    """Netlink could not read what the kernel holds (a link, a namespace id)."""
+
+
+class StateError(VmnetError):
+    """A domain's state file cannot be read: what it bound is unknown."""
+
+
+class DemoError(VmnetError):
+    """The demo cannot build or start what it shows on this host."""
 
 
 class InterfaceError(VmnetError):

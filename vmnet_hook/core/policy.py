@@ -6,11 +6,7 @@ import os
 
 from vmnet_hook.config import Config
 from vmnet_hook.core.annotation import Selector
-from vmnet_hook.errors import PodNotFound, VmnetError
-
-
-class PolicyRefused(VmnetError):
-    """The pod is outside ``allowed_namespaces``."""
+from vmnet_hook.errors import PodNotFound, PolicyRefused
 
 
 def check(selector: Selector, config: Config) -> None:

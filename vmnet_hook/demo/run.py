@@ -18,7 +18,7 @@ from collections.abc import Callable
 
 from vmnet_hook.core.annotation import placeholder_for
 from vmnet_hook.demo import sandbox
-from vmnet_hook.errors import VmnetError
+from vmnet_hook.errors import DemoError
 from vmnet_hook.hook.gate import main as hook_main
 
 VIRSH = ["virsh", "-q", "-c", "qemu:///system"]
@@ -47,7 +47,7 @@ DOMAIN_XML = """<domain type='qemu'>
 
 def run(echo: Echo, with_libvirt: bool = True) -> None:
     if os.geteuid() != 0:
-        raise VmnetError("the demo builds namespaces and veths: run it as root")
+        raise DemoError("the demo builds namespaces and veths: run it as root")
     cgroup_root = f"{sandbox.cgroup2_mount()}/{sandbox.random_name('vmnet-demo-')}"
     os.mkdir(cgroup_root)
     pod: sandbox.Pod | None = None
@@ -105,7 +105,7 @@ def _run_hook_by_hand(echo: Echo, xml: str, pod: sandbox.Pod) -> None:
     out, err = io.StringIO(), io.StringIO()
     status = hook_main([name, "prepare", "begin", "-"], io.BytesIO(xml.encode()), out, err)
     if status != 0:
-        raise VmnetError(err.getvalue().strip())
+        raise DemoError(err.getvalue().strip())
     echo("After `hooks/qemu NAME prepare begin -` (what libvirt will wire up):")
     echo(_interface_of(out.getvalue()))
     link = subprocess.run(["ip", "link", "show", pod.host_veth], capture_output=True,
@@ -131,7 +131,7 @@ def _start_domain(echo: Echo, xml: str, pod: sandbox.Pod) -> None:
     started = subprocess.run([*VIRSH, "create", "/dev/stdin"], input=xml, text=True,
                              capture_output=True, timeout=120)  # fmt: skip
     if started.returncode != 0:
-        raise VmnetError(f"virsh create failed: {started.stderr.strip()}")
+        raise DemoError(f"virsh create failed: {started.stderr.strip()}")
     links = subprocess.run(["ip", "-o", "link", "show", "type", "macvtap"],
                            capture_output=True, text=True).stdout  # fmt: skip
     lines = [line.split(":")[1].strip() for line in links.splitlines() if pod.host_veth in line]

@@ -18,7 +18,7 @@ import uuid as uuidlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
-from vmnet_hook.host.netlink import enter_netns
+from vmnet_hook.host.netns import enter_netns
 
 RUNTIME_SCOPES = {"containerd": "cri-containerd-{}.scope", "crio": "crio-{}.scope",
                   "docker": "docker-{}.scope"}  # fmt: skip

@@ -1,29 +1,25 @@
 """The seam for netlink: a small interface and its one pyroute2 implementation.
 
 pyroute2 is imported here only, and only when a session is opened: the hook's
-nothing-to-do path never pays for it. Namespace work is scoped like CNI's ``ns.Do``: a
-short-lived thread enters the pod's namespace just long enough to open a netlink socket;
-the process itself never leaves the host namespace, and nothing is forked.
+nothing-to-do path never pays for it. A session in a pod's namespace is a socket opened
+there by ``netns.run_in_netns`` and used from the calling thread. ``linkdump`` serves
+the same interface, read-only, for listing every pod at once.
 """
 
 from __future__ import annotations
 
-import ctypes
 import errno
-import functools
 import os
 import socket
-import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from vmnet_hook.errors import BindError, PodNotFound
+from vmnet_hook.errors import BindError, ReadError
+from vmnet_hook.host.netns import run_in_netns
 
-CLONE_NEWNET = 0x40000000
 NSID_NOT_ASSIGNED = 0xFFFFFFFF
-HOST_NETNS = "/proc/self/ns/net"
 
 
 @dataclass(frozen=True)
@@ -48,8 +44,10 @@ class NetlinkSession(Protocol):
 
 
 class Netlink(Protocol):
-    def host(self) -> Any: ...  # a context manager yielding a NetlinkSession
-    def netns(self, path: str) -> Any: ...
+    """Opens sessions: in the host's namespace, or in the namespace at a path."""
+
+    def host(self) -> AbstractContextManager[NetlinkSession]: ...
+    def netns(self, path: str) -> AbstractContextManager[NetlinkSession]: ...
 
 
 class Pyroute2Session:
@@ -99,7 +97,7 @@ class Pyroute2Session:
         except NetlinkError as error:
             if error.code == errno.ENODEV:
                 return None
-            raise BindError(f"netlink: cannot read link {query}: {error}") from None
+            raise ReadError(f"netlink: cannot read link {query}: {error}") from None
 
 
 class Pyroute2Netlink:
@@ -114,52 +112,13 @@ class Pyroute2Netlink:
     def netns(self, path: str) -> Iterator[Pyroute2Session]:
         from pyroute2 import IPRoute
 
-        sock = socket_in_netns(path)
+        sock = run_in_netns(path, _route_socket)  # opened there, used from here
         with IPRoute(fileno=sock.detach()) as ipr:
             yield Pyroute2Session(ipr)
 
 
-def socket_in_netns(path: str) -> socket.socket:
-    """A NETLINK_ROUTE socket living in the namespace at ``path``; never creates ``path``."""
-    result: list[socket.socket | BaseException] = []
-
-    def enter_and_open() -> None:
-        try:
-            enter_netns(path)
-            result.append(socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, 0))
-        except BaseException as error:  # handed to the caller's thread
-            result.append(error)
-
-    worker = threading.Thread(target=enter_and_open, name="vmnet-netns", daemon=True)
-    worker.start()
-    worker.join()
-    if isinstance(result[0], BaseException):
-        if isinstance(result[0], OSError):
-            raise PodNotFound(f"cannot enter network namespace {path}: {result[0].strerror}")
-        raise result[0]
-    return result[0]
-
-
-def enter_netns(path: str) -> None:
-    """Move the calling thread into the network namespace at ``path`` (never creating it)."""
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        setns(fd)
-    finally:
-        os.close(fd)
-
-
-def setns(fd: int) -> None:
-    """Move the calling thread into the network namespace open at ``fd``."""
-    if libc().setns(fd, CLONE_NEWNET) != 0:
-        code = ctypes.get_errno()
-        raise OSError(code, os.strerror(code))
-
-
-@functools.cache
-def libc() -> ctypes.CDLL:
-    """The C library, for setns and unshare, which Python 3.11's os lacks."""
-    return ctypes.CDLL(None, use_errno=True)
+def _route_socket() -> socket.socket:
+    return socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, 0)
 
 
 def _link(msg: Any) -> Link:

@@ -9,7 +9,8 @@ from vmnet_hook.config import Config
 from vmnet_hook.core import policy
 from vmnet_hook.core.annotation import Selector
 from vmnet_hook.errors import LinkRefused, PodNotFound
-from vmnet_hook.host.netlink import HOST_NETNS, Link, Netlink
+from vmnet_hook.host.netlink import Link, Netlink
+from vmnet_hook.host.netns import HOST_NETNS
 from vmnet_hook.host.pods import NetnsId, PodNetns, ProcFs, find_pod
 
 

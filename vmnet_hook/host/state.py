@@ -10,7 +10,7 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 
-from vmnet_hook.errors import VmnetError
+from vmnet_hook.errors import StateError
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,7 @@ class StateStore:
         except FileNotFoundError:
             return None
         except (OSError, ValueError, KeyError, TypeError) as error:
-            raise VmnetError(
+            raise StateError(
                 f"state file {self.path(uuid)} is unreadable ({error}); remove it if no domain "
                 "with that UUID runs"
             ) from None
@@ -70,7 +70,7 @@ class StateStore:
             return {}
         found: dict[str, DomainState] = {}
         for uuid in (n.removesuffix(".json") for n in names if n.endswith(".json")):
-            with contextlib.suppress(VmnetError):
+            with contextlib.suppress(StateError):
                 if (state := self.load(uuid)) is not None:
                     found[uuid] = state
         return found

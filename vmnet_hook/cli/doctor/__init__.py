@@ -10,7 +10,6 @@ failure text is tested with made-up facts.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import fcntl
 import json
 import os
@@ -20,14 +19,13 @@ import socket
 import struct
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 
 from vmnet_hook.config import DEFAULT_PATH, Config, load
 from vmnet_hook.errors import ConfigError
-from vmnet_hook.host.netlink import CLONE_NEWNET, libc
+from vmnet_hook.host.netns import run_in_new_netns
 
 LIBVIRT_HOOKS_DIR = "/etc/libvirt/hooks"
 # install.sh's marker, on the hook's second line: what tells our hook from another program's.
@@ -590,30 +588,13 @@ def probe_altnames() -> str:
 
 
 def _sockets_in_new_netns() -> tuple[socket.socket, socket.socket]:
-    """A NETLINK_ROUTE socket and a UDP socket in a new, unnamed network namespace.
-
-    A short-lived thread unshares its own network namespace (namespaces are per thread)
-    and opens them, like ``netlink.socket_in_netns``; the process never leaves its own.
-    """
-    result: list[tuple[socket.socket, socket.socket] | OSError] = []
-
-    def unshare_and_open() -> None:
-        if libc().unshare(CLONE_NEWNET) != 0:
-            errno = ctypes.get_errno()
-            result.append(OSError(errno, os.strerror(errno)))
-            return
-        try:
-            route = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, 0)
-            result.append((route, socket.socket(socket.AF_INET, socket.SOCK_DGRAM)))
-        except OSError as error:
-            result.append(error)
-
-    worker = threading.Thread(target=unshare_and_open, name="vmnet-doctor", daemon=True)
-    worker.start()
-    worker.join()
-    if isinstance(result[0], OSError):
-        raise result[0]
-    return result[0]
+    """A NETLINK_ROUTE socket and a UDP socket in a new, unnamed network namespace."""
+    return run_in_new_netns(
+        lambda: (
+            socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, 0),
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM),
+        )
+    )
 
 
 def _ifindex_by_name(sock: socket.socket, name: str) -> int | None:
