@@ -43,7 +43,8 @@ from vmnet_hook.demo import sandbox
 from vmnet_hook.demo.sandbox import PodLayout
 from vmnet_hook.host.netlink import Pyroute2Netlink
 from vmnet_hook.host.netns import libc, run_in_netns
-from vmnet_hook.host.pods import NetnsId, PodNetns
+from vmnet_hook.host.pods import PodNetns
+from vmnet_hook.host.procfs import NetnsId
 from vmnet_hook.host.resolve import Resolver, host_end
 
 SELECTORS = ("pod", "pod-uid", "container", "pid", "netns")

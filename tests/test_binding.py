@@ -11,7 +11,7 @@ from vmnet_hook.core import binding
 from vmnet_hook.core.annotation import Claim, Domain, Selector
 from vmnet_hook.errors import BindError, Failures
 from vmnet_hook.host.netlink import Link
-from vmnet_hook.host.pods import NetnsId
+from vmnet_hook.host.procfs import NetnsId
 from vmnet_hook.host.resolve import HostVeth
 from vmnet_hook.host.state import DomainState, StateStore
 

@@ -13,12 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from vmnet_hook.cli.pods import pod_names
 from vmnet_hook.config import Config
 from vmnet_hook.core.annotation import parse_selector
 from vmnet_hook.demo.sandbox import PodLayout
 from vmnet_hook.errors import PodNotFound
-from vmnet_hook.host.pods import NetnsId, PodNetns, ProcFs, find_pod, place_of
+from vmnet_hook.host.kubelet import names_by_uid
+from vmnet_hook.host.pods import PodNetns, find_pod, place_of
+from vmnet_hook.host.procfs import NetnsId, ProcFs
 
 UID_A = "1d2c3b4a-0000-4000-8000-00000000000a"
 UID_B = "1d2c3b4a-0000-4000-8000-00000000000b"
@@ -265,7 +266,7 @@ def test_pod_names_from_kubelet_log_dirs(host: FakeHost) -> None:
     host.log_dir("prod", "web", UID_A)
     host.log_dir("kube-system", "etcd-node1", "0123456789abcdef0123456789abcdef")
     (host.root / "logs" / "not_a_pod").mkdir()
-    assert pod_names(str(host.root / "logs")) == {
+    assert names_by_uid(str(host.root / "logs")) == {
         UID_A: ("prod", "web"),
         "0123456789abcdef0123456789abcdef": ("kube-system", "etcd-node1"),
     }

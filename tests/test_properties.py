@@ -16,7 +16,7 @@ from vmnet_hook.config import Config
 from vmnet_hook.core.annotation import NS, SELECTORS, Selector, parse_domain, parse_xml
 from vmnet_hook.errors import PodNotFound, VmnetError
 from vmnet_hook.hook.handlers import HookCall, System, run
-from vmnet_hook.host.pods import NetnsId
+from vmnet_hook.host.procfs import NetnsId
 from vmnet_hook.host.resolve import HostVeth
 
 EXAMPLES = 2000 if os.environ.get("CI") == "true" else 300

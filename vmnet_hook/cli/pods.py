@@ -21,19 +21,12 @@ from dataclasses import asdict, dataclass, field
 
 from vmnet_hook.config import Config
 from vmnet_hook.errors import PodNotFound, VmnetError
+from vmnet_hook.host.kubelet import names_by_uid
 from vmnet_hook.host.linkdump import LinkDump, Snapshot, Snapshots
 from vmnet_hook.host.netlink import Link
 from vmnet_hook.host.netns import HOST_NETNS
-from vmnet_hook.host.pods import (
-    CgroupPlace,
-    NetnsId,
-    PodNetns,
-    ProcFs,
-    is_pod_uid,
-    normal_uid,
-    pinned_netns,
-    place_of,
-)
+from vmnet_hook.host.pods import CgroupPlace, PodNetns, pinned_netns, place_of
+from vmnet_hook.host.procfs import NetnsId, ProcFs
 from vmnet_hook.host.resolve import host_end
 
 
@@ -70,7 +63,7 @@ def list_pods(config: Config, proc: ProcFs | None = None) -> list[PodEntry]:
     """Every network namespace on this host other than the host's, pod or not, with its NICs."""
     proc = proc or ProcFs(config.proc_root)
     seen = _namespaces(proc, config.netns_dir)
-    names = pod_names(config.pod_log_dir)
+    names = names_by_uid(config.pod_log_dir)
     paths = {netns: _path_of(found, proc) for netns, found in seen.items()}
     reader = LinkDump()
     with reader.host() as host:
@@ -116,20 +109,6 @@ def to_json(entries: list[PodEntry]) -> str:
         record["netns"] = {"inode": entry.netns.ino, "dev": entry.netns.dev}
         records.append(record)
     return json.dumps(records, indent=2)
-
-
-def pod_names(pod_log_dir: str) -> dict[str, tuple[str, str]]:
-    """UID to ``(namespace, name)``, from kubelet's ``<namespace>_<name>_<uid>`` dirs."""
-    names: dict[str, tuple[str, str]] = {}
-    try:
-        with os.scandir(pod_log_dir) as entries:
-            for entry in entries:
-                parts = entry.name.split("_")
-                if len(parts) == 3 and is_pod_uid(parts[2]) and entry.is_dir():
-                    names[normal_uid(parts[2])] = (parts[0], parts[1])
-    except OSError:
-        pass  # no kubelet here: pods are listed by UID alone
-    return names
 
 
 @dataclass

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import os
-
 from vmnet_hook.config import Config
 from vmnet_hook.core.annotation import Selector
 from vmnet_hook.errors import PodNotFound, PolicyRefused
+from vmnet_hook.host.kubelet import namespace_of
 
 
 def check(selector: Selector, config: Config) -> None:
@@ -32,14 +31,10 @@ def check(selector: Selector, config: Config) -> None:
 
 
 def _namespace_of_uid(pod_log_dir: str, uid: str) -> str:
-    suffix = f"_{uid}"
-    try:
-        names = [e.name for e in os.scandir(pod_log_dir) if e.name.endswith(suffix)]
-    except OSError:
-        names = []
-    if len(names) != 1:
+    namespace = namespace_of(pod_log_dir, uid)
+    if namespace is None:
         raise PodNotFound(
             f"pod-uid={uid}: no kubelet log directory in {pod_log_dir}, so its namespace "
             "cannot be checked against allowed_namespaces"
         )
-    return names[0].split("_", 1)[0]
+    return namespace

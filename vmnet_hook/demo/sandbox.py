@@ -18,6 +18,7 @@ import uuid as uuidlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
+from vmnet_hook.host.mounts import cgroup_mounts
 from vmnet_hook.host.netns import enter_netns
 
 RUNTIME_SCOPES = {"containerd": "cri-containerd-{}.scope", "crio": "crio-{}.scope",
@@ -74,11 +75,9 @@ def random_name(prefix: str, length: int = 8) -> str:
 
 def cgroup2_mount() -> str:
     """Where this host mounts cgroup v2 (``/sys/fs/cgroup`` or ``.../unified``)."""
-    with open("/proc/self/mounts", encoding="utf-8") as mounts:
-        for line in mounts:
-            fields = line.split()
-            if fields[2] == "cgroup2":
-                return fields[1]
+    for kind, point in cgroup_mounts("/proc"):
+        if kind == "cgroup2":
+            return point
     raise RuntimeError("no cgroup2 mount on this host")
 
 

@@ -17,7 +17,7 @@ from vmnet_hook.core.rewrite import rewrite, to_text
 from vmnet_hook.errors import Failures, InterfaceError, VmnetError
 from vmnet_hook.host.log import Log
 from vmnet_hook.host.netlink import Netlink, Pyroute2Netlink
-from vmnet_hook.host.pods import ProcFs
+from vmnet_hook.host.procfs import ProcFs
 from vmnet_hook.host.resolve import HostVeth, Resolver
 from vmnet_hook.host.state import StateStore
 

@@ -26,32 +26,22 @@ from dataclasses import dataclass
 from vmnet_hook.config import Config
 from vmnet_hook.core.annotation import Selector
 from vmnet_hook.errors import PodNotFound
+from vmnet_hook.host.kubelet import UID, normal_uid, uids_named
+from vmnet_hook.host.procfs import NetnsId, ProcFs
 
 MAX_ROOT_DEPTH = 8  # how far below a mount point kubelet's kubepods cgroup may sit
 MAX_POD_DEPTH = 4  # cgroups below a pod's: its containers, and what a runtime nests in them
 QOS_CLASSES = ("besteffort", "burstable")  # guaranteed pods sit right under kubepods
 
-_UID = r"[0-9a-f]{8}(?:[-_][0-9a-f]{4}){3}[-_][0-9a-f]{12}|[0-9a-f]{32}"  # 32: static pods
-_UID_TEXT = re.compile(_UID)
-_POD_DIR = re.compile(rf"(?:[\w.-]*-)?pod({_UID})(?:\.slice)?")
+_POD_DIR = re.compile(rf"(?:[\w.-]*-)?pod({UID})(?:\.slice)?")
 _QOS_DIR = re.compile(r"(?:[\w.-]*-)?(?:besteffort|burstable)(?:\.slice)?")
 _CONTAINER_DIR = re.compile(r"(?:cri-containerd-|crio-|docker-)?([0-9a-f]{64})(?:\.scope)?")
 _CONMON_DIR = re.compile(r"crio-conmon-[0-9a-f]{64}(?:\.scope)?")
-_POD_IN_CGROUP = re.compile(rf"/(?:[\w.-]*-)?pod({_UID})(?:\.slice)?(?=/|$)".encode(), re.M)
+_POD_IN_CGROUP = re.compile(rf"/(?:[\w.-]*-)?pod({UID})(?:\.slice)?(?=/|$)".encode(), re.M)
 _CONTAINER_IN_CGROUP = re.compile(
     rb"/(?:cri-containerd-|crio-|docker-)?([0-9a-f]{64})(?:\.scope)?(?=/|$)", re.M
 )
 _CONMON_IN_CGROUP = b"/crio-conmon-"
-_MOUNT_ESCAPE = re.compile(r"\\([0-7]{3})")
-
-
-@dataclass(frozen=True)
-class NetnsId:
-    dev: int
-    ino: int
-
-    def __str__(self) -> str:
-        return f"net:[{self.ino}]"
 
 
 @dataclass(frozen=True)
@@ -72,58 +62,6 @@ class CgroupPlace:
     conmon: bool  # CRI-O's monitor: in the pod's cgroup, never in the pod's netns
 
 
-class ProcFs:
-    """The seam over ``proc_root``: every read of /proc goes through here; cgroup
-    directories are read where ``cgroup_mounts`` (from ``self/mounts``) says they are."""
-
-    def __init__(self, proc_root: str) -> None:
-        self.root = proc_root
-
-    def netns_of(self, pid: int) -> NetnsId | None:
-        try:
-            info = os.stat(f"{self.root}/{pid}/ns/net")
-        except OSError:
-            return None
-        return NetnsId(info.st_dev, info.st_ino)
-
-    def host_netns(self) -> NetnsId:
-        info = os.stat(f"{self.root}/self/ns/net")
-        return NetnsId(info.st_dev, info.st_ino)
-
-    def cgroup_mounts(self) -> list[str]:
-        """Each hierarchy once: cgroup2 first, then the cgroup v1 hierarchies.
-
-        A node has mounts by the thousand (each pinned netns, each pod volume): only the
-        lines with a cgroup type are split.
-        """
-        found: dict[bytes, list[str]] = {b"cgroup2": [], b"cgroup": []}
-        for line in _lines_with(_read_all(f"{self.root}/self/mounts"), b" cgroup"):
-            fields = line.split()
-            if len(fields) >= 3 and fields[2] in found:
-                point = _MOUNT_ESCAPE.sub(lambda m: chr(int(m[1], 8)), os.fsdecode(fields[1]))
-                found[fields[2]].append(point)
-        return _one_per_hierarchy(found[b"cgroup2"] + found[b"cgroup"])
-
-    def pids(self) -> Iterator[int]:
-        with os.scandir(self.root) as entries:
-            for entry in entries:
-                if entry.name.isdigit():
-                    yield int(entry.name)
-
-    def cgroup_of(self, pid: int) -> bytes:
-        """``/proc/PID/cgroup`` in one read; empty when the process is gone."""
-        try:
-            fd = os.open(f"{self.root}/{pid}/cgroup", os.O_RDONLY | os.O_CLOEXEC)
-        except OSError:
-            return b""
-        try:
-            return os.read(fd, 65536)
-        except OSError:
-            return b""
-        finally:
-            os.close(fd)
-
-
 def place_of(cgroup_text: bytes) -> CgroupPlace:
     """The pod UID and container id named by a ``/proc/PID/cgroup`` text, if any."""
     pod = _POD_IN_CGROUP.search(cgroup_text)
@@ -133,15 +71,6 @@ def place_of(cgroup_text: bytes) -> CgroupPlace:
         container_id=container[1].decode() if container else None,
         conmon=_CONMON_IN_CGROUP in cgroup_text,
     )
-
-
-def is_pod_uid(text: str) -> bool:
-    return _UID_TEXT.fullmatch(text) is not None
-
-
-def normal_uid(uid: str) -> str:
-    """A pod UID as Kubernetes writes it (the systemd driver turns its ``-`` into ``_``)."""
-    return uid.replace("_", "-")
 
 
 def find_pod(selector: Selector, config: Config, proc: ProcFs) -> PodNetns:
@@ -192,19 +121,14 @@ def pod_uid_of(pod_log_dir: str, pod: str, proc: ProcFs) -> str:
     several directories: the one pod with a running process is meant.
     """
     namespace, name = pod.split("/", 1)
-    prefix = f"{namespace}_{name}_"
     try:
-        names = [name for name in os.listdir(pod_log_dir) if name.startswith(prefix)]
+        uids = uids_named(pod_log_dir, namespace, name)
     except OSError as error:
         raise PodNotFound(f"pod={pod}: cannot read {pod_log_dir}: {error.strerror}") from None
-    uids = sorted(
-        name[len(prefix) :]
-        for name in names
-        if is_pod_uid(name[len(prefix) :]) and os.path.isdir(f"{pod_log_dir}/{name}")
-    )
     if not uids:
         raise PodNotFound(
-            f"pod={pod}: no such pod on this host (no {prefix}<uid> directory in {pod_log_dir})"
+            f"pod={pod}: no such pod on this host (no {namespace}_{name}_<uid> directory in "
+            f"{pod_log_dir})"
         )
     if len(uids) == 1:
         return uids[0]
@@ -273,10 +197,10 @@ def _pids_of_container(prefix: str, proc: ProcFs) -> list[int]:
     empty: list[str] = []
     for hierarchy_roots in _kubepods_roots(proc):
         roots += hierarchy_roots
-        by_id = _container_dirs(hierarchy_roots, prefix)
+        by_id = _container_dirs(proc, hierarchy_roots, prefix)
         _refuse_ambiguous(what, by_id)
         for dirs in by_id.values():
-            pids = [pid for directory in dirs for pid in _procs_below(directory)]
+            pids = [pid for directory in dirs for pid in _procs_below(proc, directory)]
             if pids:
                 return pids
             empty += dirs
@@ -301,15 +225,15 @@ def _refuse_ambiguous(what: str, ids: Collection[str]) -> None:
         )
 
 
-def _container_dirs(roots: list[str], prefix: str) -> dict[str, list[str]]:
+def _container_dirs(proc: ProcFs, roots: list[str], prefix: str) -> dict[str, list[str]]:
     """Container cgroups whose id starts with ``prefix``: one listing per pod cgroup.
 
     Names alone decide (no ``stat``): cgroupfs's own files never hold 12 hex digits.
     """
     by_id: dict[str, list[str]] = {}
     for root in roots:
-        for pod_dir in _all_pod_dirs(root):
-            for name in _names(pod_dir):
+        for pod_dir in _all_pod_dirs(proc, root):
+            for name in proc.names(pod_dir):
                 if prefix in name:
                     match = _CONTAINER_DIR.fullmatch(name)
                     if match and match[1].startswith(prefix):
@@ -322,8 +246,8 @@ def _search_cgroups(proc: ProcFs, candidates: Callable[[str], list[str]]) -> _Se
     seen = _Search([], [], [])
     for roots in _kubepods_roots(proc):
         seen.roots += roots
-        dirs = [path for root in roots for path in candidates(root) if os.path.isdir(path)]
-        pids = [pid for path in dirs for pid in _procs_below(path)]
+        dirs = [path for root in roots for path in candidates(root) if proc.is_cgroup(path)]
+        pids = [pid for path in dirs for pid in _procs_below(proc, path)]
         if pids:
             return _Search(seen.roots, dirs, pids)
         seen.dirs += dirs
@@ -333,15 +257,15 @@ def _search_cgroups(proc: ProcFs, candidates: Callable[[str], list[str]]) -> _Se
 def _kubepods_roots(proc: ProcFs) -> Iterator[list[str]]:
     """For each cgroup hierarchy in turn, the kubepods cgroups in it (often none)."""
     for mount in proc.cgroup_mounts():
-        yield sorted(_find_kubepods(mount, 0))
+        yield sorted(_find_kubepods(proc, mount, 0))
 
 
-def _find_kubepods(path: str, depth: int) -> Iterator[str]:
-    for entry in _subdirs(path):
+def _find_kubepods(proc: ProcFs, path: str, depth: int) -> Iterator[str]:
+    for entry in proc.subdirs(path):
         if _is_kubepods(entry.name):
             yield entry.path
         elif depth < MAX_ROOT_DEPTH:
-            yield from _find_kubepods(entry.path, depth + 1)
+            yield from _find_kubepods(proc, entry.path, depth + 1)
 
 
 def _is_kubepods(name: str) -> bool:
@@ -360,45 +284,22 @@ def _pod_dirs_for(root: str, uid: str) -> list[str]:
     return [f"{root}/pod{uid}"] + [f"{root}/{qos}/pod{uid}" for qos in QOS_CLASSES]
 
 
-def _all_pod_dirs(root: str) -> Iterator[str]:
-    for name in _names(root):
+def _all_pod_dirs(proc: ProcFs, root: str) -> Iterator[str]:
+    for name in proc.names(root):
         if _POD_DIR.fullmatch(name):
             yield f"{root}/{name}"
         elif _QOS_DIR.fullmatch(name):
             qos = f"{root}/{name}"
-            yield from (f"{qos}/{pod}" for pod in _names(qos) if _POD_DIR.fullmatch(pod))
+            yield from (f"{qos}/{pod}" for pod in proc.names(qos) if _POD_DIR.fullmatch(pod))
 
 
-def _names(path: str) -> list[str]:
-    try:
-        return os.listdir(path)
-    except OSError:
-        return []
-
-
-def _subdirs(path: str) -> list[os.DirEntry[str]]:
-    try:
-        with os.scandir(path) as entries:
-            return [entry for entry in entries if entry.is_dir(follow_symlinks=False)]
-    except OSError:
-        return []
-
-
-def _procs_below(path: str, depth: int = 0) -> Iterator[int]:
+def _procs_below(proc: ProcFs, path: str, depth: int = 0) -> Iterator[int]:
     """Processes in the cgroup ``path`` and below it, except CRI-O's conmon."""
-    yield from _read_procs(f"{path}/cgroup.procs")
+    yield from proc.procs_in(path)
     if depth < MAX_POD_DEPTH:
-        for entry in _subdirs(path):
+        for entry in proc.subdirs(path):
             if not _CONMON_DIR.fullmatch(entry.name):
-                yield from _procs_below(entry.path, depth + 1)
-
-
-def _read_procs(path: str) -> list[int]:
-    try:
-        with open(path, "rb") as procs:
-            return [int(line) for line in procs.read().split()]
-    except OSError:  # gone, or a threaded cgroup
-        return []
+                yield from _procs_below(proc, entry.path, depth + 1)
 
 
 def _pod_matcher(uid: str) -> Callable[[bytes], str | None]:
@@ -463,49 +364,6 @@ def pinned_netns(netns_dir: str, name: str, proc: ProcFs) -> PodNetns:
     if netns == host:
         raise PodNotFound(f"netns={name} is the host's own network namespace; refused")
     return PodNetns(path, netns, ())
-
-
-def _read_all(path: str) -> bytes:
-    """A /proc file whole, in as few reads as the kernel allows; empty when unreadable."""
-    chunks: list[bytes] = []
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except OSError:
-        return b""
-    try:
-        while chunk := os.read(fd, 1 << 16):
-            chunks.append(chunk)
-    except OSError:
-        return b""
-    finally:
-        os.close(fd)
-    return b"".join(chunks)
-
-
-def _lines_with(text: bytes, needle: bytes) -> Iterator[bytes]:
-    """The lines of ``text`` that hold ``needle``, found without splitting the rest."""
-    at = text.find(needle)
-    while at != -1:
-        begin = text.rfind(b"\n", 0, at) + 1
-        end = text.find(b"\n", at)
-        end = len(text) if end == -1 else end
-        yield text[begin:end]
-        at = text.find(needle, end)
-
-
-def _one_per_hierarchy(points: list[str]) -> list[str]:
-    """Mount points, dropping second mounts of a directory already listed."""
-    seen: set[tuple[int, int]] = set()
-    kept: list[str] = []
-    for point in points:
-        try:
-            info = os.stat(point)
-        except OSError:
-            continue
-        if (info.st_dev, info.st_ino) not in seen:
-            seen.add((info.st_dev, info.st_ino))
-            kept.append(point)
-    return kept
 
 
 def _few(pids: list[int]) -> str:

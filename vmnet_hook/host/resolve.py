@@ -11,7 +11,8 @@ from vmnet_hook.core.annotation import Selector
 from vmnet_hook.errors import LinkRefused, PodNotFound
 from vmnet_hook.host.netlink import Link, Netlink
 from vmnet_hook.host.netns import HOST_NETNS
-from vmnet_hook.host.pods import NetnsId, PodNetns, ProcFs, find_pod
+from vmnet_hook.host.pods import PodNetns, find_pod
+from vmnet_hook.host.procfs import NetnsId, ProcFs
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass, field
 
 from vmnet_hook.config import DEFAULT_PATH, Config, load
 from vmnet_hook.errors import ConfigError
+from vmnet_hook.host.mounts import cgroup_mounts
 from vmnet_hook.host.netns import run_in_new_netns
 
 LIBVIRT_HOOKS_DIR = "/etc/libvirt/hooks"
@@ -488,7 +489,7 @@ def gather(paths: Paths, environ: Mapping[str, str] = os.environ) -> Facts:
         hup_pid=hup_pid,
         hup_at=hup_at,
         own_pyroute2=_own_pyroute2(),
-        cgroup_mounts=cgroup_mounts(proc_root),
+        cgroup_mounts=tuple(cgroup_mounts(proc_root)),
         pod_log_dirs=_count_dirs(pod_log_dir),
         selinux=read_selinux(paths.selinux_dir),
     )
@@ -673,19 +674,6 @@ def _hup_record(hook: HookFile | None) -> tuple[int | None, float]:
             return int(handle.read().strip()), os.stat(record).st_mtime
     except (OSError, ValueError):
         return None, 0.0
-
-
-def cgroup_mounts(proc_root: str) -> tuple[tuple[str, str], ...]:
-    found: list[tuple[str, str]] = []
-    with (
-        contextlib.suppress(OSError),
-        open(f"{proc_root}/self/mounts", encoding="utf-8") as mounts,
-    ):
-        for line in mounts:
-            fields = line.split()
-            if len(fields) >= 3 and fields[2] in ("cgroup2", "cgroup"):
-                found.append((fields[2], fields[1].replace("\\040", " ")))
-    return tuple(found)
 
 
 def read_selinux(selinux_dir: str) -> SELinux:
