@@ -19,7 +19,9 @@ import pytest
 
 from tests.conftest import HOOK, RunHook, domain_xml
 from vmnet_hook import config
+from vmnet_hook.errors import VmnetError
 from vmnet_hook.hook import gate
+from vmnet_hook.hook.operations import ANNOTATION, OPERATIONS
 from vmnet_hook.host.state import DomainState, StateStore
 
 HEAVY = ("lxml", "pyroute2", "psutil", "click", "vmnet_hook.hook.handlers")
@@ -35,7 +37,7 @@ STEPS = [(op, sub) for op in PHASES for sub in ("begin", "end")] + [
 ]
 # With the annotation, these have work; every other step (release end too, when the
 # domain has no state file) has none.
-ANNOTATED_WORK = {*gate.RESOLVING, *gate.CHECKING}
+ANNOTATED_WORK = {step for step, op in OPERATIONS.items() if op.needs == ANNOTATION}
 ANNOTATED_IDLE = [step for step in STEPS if step not in ANNOTATED_WORK]
 
 
@@ -93,6 +95,7 @@ def assert_idle(
         "vmnet_hook",
         "vmnet_hook.hook",
         "vmnet_hook.hook.gate",
+        "vmnet_hook.hook.operations",
     }
 
 
@@ -258,3 +261,36 @@ def test_main_called_in_process_leaves_the_garbage_collector_alone() -> None:
     status = gate.main(["web-frontend-02", "prepare", "begin", "-"], xml, io.StringIO(), err)
     assert status == 1 and "vmnt-not-there" in err.getvalue()
     assert gc.isenabled()
+
+
+def test_every_operation_has_its_handler_and_only_resolving_ones_may_fail() -> None:
+    """One table serves the gate and the handlers: each name in it is a handler, and
+    libvirt sees a failure only where it refuses a start (it kills a running VM at
+    reconnect or attach, and release must always clean up)."""
+    from vmnet_hook.hook.handlers import HANDLERS, HANDLERS_BY_NAME
+
+    assert set(HANDLERS) == set(OPERATIONS)
+    assert {op.handler for op in OPERATIONS.values()} == set(HANDLERS_BY_NAME)
+    failing = {step for step, op in OPERATIONS.items() if op.may_fail}
+    assert failing == {("prepare", "begin"), ("migrate", "begin"), ("restore", "begin")}
+
+
+@pytest.mark.parametrize(
+    ("text", "valid"),
+    [
+        ("6f1c2a9e-3b4d-4c5e-8f90-a1b2c3d4e5f6", True),
+        ("6f1c2a9e3b4d-4c5e-8f90-a1b2c3d4e5f6-", False),
+        ("6f1c2a9e-3b4d-4c5e-8f90-a1b2c3d4e5fg", False),
+        ("6F1C2A9E-3B4D-4C5E-8F90-A1B2C3D4E5F6", True),  # both lower-case it first
+        ("", False),
+    ],
+)
+def test_the_gate_and_the_parser_agree_on_uuids(text: str, valid: bool) -> None:
+    from vmnet_hook.core.annotation import domain_uuid, parse_xml
+
+    xml = f"<domain><uuid>{text}</uuid></domain>".encode()
+    try:
+        parsed = domain_uuid(parse_xml(xml)) is not None
+    except VmnetError:
+        parsed = False
+    assert (gate._uuid(xml) is not None) == parsed == valid

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from lxml import etree
 
-from vmnet_hook import NAMESPACE_URI
+from vmnet_hook import NAMESPACE_URI, is_uuid
 from vmnet_hook.errors import AnnotationError
 
 NS = {"vmnet": NAMESPACE_URI}
@@ -20,13 +20,12 @@ ATTRIBUTES = frozenset({"mac", "dev", "host-dev", *SELECTORS})
 MAX_XML_BYTES = 4 * 1024 * 1024
 
 _MAC = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}")
-_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 _IFNAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]{0,14}")
 _LABEL = r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?"
 _SELECTOR_SYNTAX = {
     "pod": (re.compile(rf"{_LABEL}/[a-z0-9]([-a-z0-9.]{{0,251}}[a-z0-9])?"), "NAMESPACE/NAME"),
     # static (mirror) pods have a 32-hex-digit UID, the hash of their manifest
-    "pod-uid": (re.compile(rf"{_UUID.pattern}|[0-9a-f]{{32}}"), "a UID"),
+    "pod-uid": (re.compile(r"[0-9a-f]{8}(-[0-9a-f]{4}){3}-[0-9a-f]{12}|[0-9a-f]{32}"), "a UID"),
     "container": (re.compile(r"[0-9a-f]{12,64}"), "12 to 64 hex digits"),
     "pid": (re.compile(r"[1-9][0-9]{0,9}"), "a process id"),
     "netns": (re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,254}"), "a name under netns_dir"),
@@ -101,7 +100,7 @@ def parse_xml(xml: bytes) -> etree._ElementTree:
 
 def domain_uuid(tree: etree._ElementTree) -> str:
     uuid = (tree.getroot().findtext("uuid") or "").strip().lower()
-    if _UUID.fullmatch(uuid) is None:
+    if not is_uuid(uuid):
         raise AnnotationError(f"domain <uuid> {_shown(uuid)} is not a UUID")
     return uuid
 

@@ -1,5 +1,6 @@
 """Entry point of ``hooks/qemu``: decide, with the standard library alone, whether there is
-work, and translate every error into lines on stderr and an exit status.
+work (from ``hook.operations``, the one table of operations), and translate every error
+into lines on stderr and an exit status.
 
 libvirtd runs the hook at every step of every domain; most calls have nothing to do and
 must cost no more than starting the interpreter. lxml, pyroute2, psutil and click are
@@ -12,6 +13,9 @@ from __future__ import annotations
 import os
 import sys
 
+from vmnet_hook import NAMESPACE_URI, is_uuid
+from vmnet_hook.hook.operations import ANNOTATION, OPERATIONS, STATE
+
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing; mypy reads it as True
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -20,10 +24,7 @@ if TYPE_CHECKING:
 
     SignalHandler = Callable[[int, FrameType | None], object] | int | None
 
-URI = b"urn:vmnet-hook:1"
-RESOLVING = frozenset({("prepare", "begin"), ("migrate", "begin"), ("restore", "begin")})
-CHECKING = frozenset({("reconnect", "begin"), ("attach", "begin")})
-RELEASING = ("release", "end")
+URI = NAMESPACE_URI.encode()
 USAGE = "usage: qemu DOMAIN OPERATION SUB-OPERATION [EXTRA] < domain.xml"
 DEFAULT_DEADLINE_SECONDS = 10  # until the configuration is read
 # Mirrors of vmnet_hook.config's defaults (tests/test_gate.py checks them), so that
@@ -64,16 +65,18 @@ def main(
 
 
 def has_work(step: tuple[str, str], xml: bytes) -> bool:
-    if step in RESOLVING or step in CHECKING:
+    operation = OPERATIONS.get(step)
+    if operation is None:
+        return False
+    if operation.needs == ANNOTATION:
         return URI in xml
-    if step == RELEASING:
-        uuid = _uuid(xml)
-        return uuid is not None and os.path.exists(os.path.join(_state_dir(), f"{uuid}.json"))
-    return False
+    assert operation.needs == STATE
+    uuid = _uuid(xml)
+    return uuid is not None and os.path.exists(os.path.join(_state_dir(), f"{uuid}.json"))
 
 
 def _work(domain: str, operation: str, subop: str, xml: bytes, out: TextIO, err: TextIO) -> int:
-    failure_status = 1 if (operation, subop) in RESOLVING else 0  # others must never fail
+    failure_status = 1 if OPERATIONS[(operation, subop)].may_fail else 0
     with deadline(DEFAULT_DEADLINE_SECONDS, domain, failure_status) as clock:
         from vmnet_hook import config
         from vmnet_hook.errors import VmnetError
@@ -148,14 +151,7 @@ def _uuid(xml: bytes) -> str | None:
     if start < 0 or end < 0:
         return None
     uuid = xml[start + 6 : end].strip().decode("ascii", "replace").lower()
-    hex_only = uuid.replace("-", "")
-    if (
-        len(uuid) != 36
-        or len(hex_only) != 32
-        or not all(c in "0123456789abcdef" for c in hex_only)
-    ):
-        return None
-    return uuid
+    return uuid if is_uuid(uuid) else None
 
 
 def _state_dir() -> str:

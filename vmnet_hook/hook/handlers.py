@@ -1,6 +1,7 @@
 """The hook's work, one small handler per libvirt operation, in one dispatch table.
 
 Reached only through ``vmnet_hook.hook.gate`` once it has decided there is work to do.
+Which handler serves which ``(operation, subop)`` is ``hook.operations``' table.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from vmnet_hook.core import binding
 from vmnet_hook.core.annotation import Claim, Domain, domain_uuid, parse_domain, parse_xml
 from vmnet_hook.core.rewrite import rewrite, to_text
 from vmnet_hook.errors import Failures, InterfaceError, VmnetError
+from vmnet_hook.hook.operations import OPERATIONS
 from vmnet_hook.host.log import Log
 from vmnet_hook.host.netlink import Netlink, Pyroute2Netlink
 from vmnet_hook.host.procfs import ProcFs
@@ -102,13 +104,16 @@ def check(call: HookCall, system: System) -> str:
     return ""
 
 
-HANDLERS: dict[tuple[str, str], Callable[[HookCall, System], str]] = {
-    ("prepare", "begin"): prepare,
-    ("migrate", "begin"): filter_xml,
-    ("restore", "begin"): filter_xml,
-    ("release", "end"): release,
-    ("reconnect", "begin"): check,
-    ("attach", "begin"): check,
+Handler = Callable[[HookCall, System], str]
+HANDLERS_BY_NAME: dict[str, Handler] = {
+    "prepare": prepare,
+    "filter_xml": filter_xml,
+    "release": release,
+    "check": check,
+}
+# The table itself is hook.operations', which the gate reads too.
+HANDLERS: dict[tuple[str, str], Handler] = {
+    step: HANDLERS_BY_NAME[operation.handler] for step, operation in OPERATIONS.items()
 }
 
 
