@@ -62,6 +62,20 @@ def test_bad_input_is_one_clear_line(
     assert "Traceback" not in done.output
 
 
+@pytest.mark.parametrize(
+    "args",
+    [["status"], ["pods"], ["rewrite", str(REWRITE)], ["resolve", "--pid", "1", "--dev", "eth0"]],
+    ids=lambda args: args[0],
+)
+def test_every_command_reports_the_projects_errors_as_one_line(
+    runner: CliRunner, args: list[str]
+) -> None:
+    """One wrapper, on the group, for every command: no traceback, exit status 1."""
+    done = runner.invoke(cli, args, env={"VMNET_HOOK_LOG_LEVEL": "loud"})
+    assert (done.exit_code, done.output) == (
+        1, "vmnet-hook: config key log_level: 'loud' is not one of debug, info, warning, error\n")  # fmt: skip
+
+
 @pytest.mark.kernel
 def test_resolve_prints_the_host_veth_and_json(runner: CliRunner, make_pod: MakePod) -> None:
     pod = make_pod()

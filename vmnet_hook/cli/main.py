@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import functools
 import json
 import sys
-from collections.abc import Callable
-from typing import Any, BinaryIO, TypeVar
+from typing import Any, BinaryIO
 
 import click
 
@@ -20,29 +18,25 @@ from vmnet_hook.cli.options import (
 )
 from vmnet_hook.errors import VmnetError
 
-F = TypeVar("F", bound=Callable[..., Any])
 
+class Commands(click.Group):
+    """Every command behind one error wrapper: the project's errors become
+    ``vmnet-hook: ...`` lines on stderr and exit status 1, never a traceback."""
 
-def reports_errors(function: F) -> F:
-    """Turn the project's errors into ``vmnet-hook: ...`` lines and exit status 1."""
-
-    @functools.wraps(function)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
+    def invoke(self, ctx: click.Context) -> Any:
         try:
-            return function(*args, **kwargs)
+            return super().invoke(ctx)
         except VmnetError as error:
             for line in str(error).splitlines():
                 click.echo(f"vmnet-hook: {line}", err=True)
-            click.get_current_context().exit(1)
-
-    return wrapper  # type: ignore[return-value]
+            ctx.exit(1)
 
 
 def _settings() -> config.Config:
     return config.load(config.config_path())
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="vmnet-hook")
 def cli() -> None:
     """Connect libvirt domains' macvtap interfaces to their Kubernetes pods' NICs."""
@@ -50,7 +44,6 @@ def cli() -> None:
 
 @cli.command()
 @xml_argument
-@reports_errors
 def rewrite(xml_file: BinaryIO) -> None:
     """Print the domain XML with each annotated <source dev> set to its pod's host veth.
 
@@ -77,7 +70,6 @@ def rewrite(xml_file: BinaryIO) -> None:
 @selector_options
 @dev_option
 @json_option
-@reports_errors
 def resolve(pod_dev: str, as_json: bool, **selectors: str | None) -> None:
     """Print the host end of a pod NIC's veth pair, checked at both ends.
 
@@ -116,7 +108,6 @@ def hook(ctx: click.Context, domain: str, operation: str, subop: str, extra: str
 
 @cli.command()
 @click.option("--no-libvirt", is_flag=True, help="skip starting a domain even if libvirtd runs")
-@reports_errors
 def demo(no_libvirt: bool) -> None:
     """Build a throwaway pod from kernel objects and connect a VM to it; needs root.
 
@@ -131,7 +122,6 @@ def demo(no_libvirt: bool) -> None:
 
 @cli.command()
 @json_option
-@reports_errors
 def pods(as_json: bool) -> None:
     """List every pod network namespace on this host, its NICs and their host veths.
 
@@ -155,7 +145,6 @@ def pods(as_json: bool) -> None:
 @dev_option
 @selector_options
 @click.option("--mac", help="which interface (added as a direct interface if the domain lacks it)")
-@reports_errors
 def annotate(xml_file: BinaryIO, pod_dev: str, mac: str | None, **selectors: str | None) -> None:
     """Add or update a domain's vmnet annotation and set a placeholder <source dev>.
 
@@ -178,7 +167,6 @@ def annotate(xml_file: BinaryIO, pod_dev: str, mac: str | None, **selectors: str
 @cli.command()
 @click.argument("domain", required=False)
 @json_option
-@reports_errors
 def status(domain: str | None, as_json: bool) -> None:
     """Show the bindings in effect, checked against the live links; exit 1 if any is stale.
 
