@@ -27,6 +27,7 @@ from vmnet_hook.cli.doctor import (
     Interpreter,
     Paths,
     SELinux,
+    probes,
     render,
     report,
     run_checks,
@@ -354,7 +355,7 @@ def test_doctor_asks_for_a_sighup_when_libvirtd_predates_the_hook(
 
     found = by_name(run_checks(paths, environ={}))["libvirtd"]
 
-    daemon = doctor.find_daemon(paths.daemon_pidfiles, "/proc")
+    daemon = probes.find_daemon(paths.daemon_pidfiles, "/proc")
     assert daemon is not None, "libvirtd must run for the libvirt tier (tests/setup-system.sh)"
     assert found.status == "FAIL"
     assert f"{daemon.name} (pid {daemon.pid}) started" in found.detail

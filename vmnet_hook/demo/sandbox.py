@@ -102,21 +102,7 @@ def make_pod(
     """
     pod = Pod(name or random_name("vmnt-"), random_name("vmv", 10), pod_dev, namespace=namespace)
     try:
-        _ip("netns", "add", pod.name)
-        _ip(
-            "link",
-            "add",
-            pod.host_veth,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            pod_dev,
-            "netns",
-            pod.name,
-        )
-        _ip("link", "set", pod.host_veth, "up")
-        _ip("-n", pod.name, "link", "set", pod_dev, "up")
+        _plug(pod)
         for index in range(containers):
             given = index < len(container_ids)
             container_id = container_ids[index] if given else secrets.token_hex(32)
@@ -124,10 +110,8 @@ def make_pod(
             group = _container_cgroup(pod, container_id, layout, cgroup_root)
             pod.pids.append(_spawn(pod, group, in_pod=not host_network))
         if layout is not None and layout.runtime == "crio" and cgroup_root is not None:
-            conmon = (
-                f"{cgroup_root}/{layout.pod_dir(pod.uid)}/crio-conmon-{pod.container_ids[0]}.scope"
-            )
-            pod.host_pids.append(_spawn(pod, _mkdir(pod, conmon), in_pod=False))
+            conmon = f"{cgroup_root}/{layout.pod_dir(pod.uid)}/crio-conmon-{pod.container_ids[0]}"
+            pod.host_pids.append(_spawn(pod, _mkdir(pod, f"{conmon}.scope"), in_pod=False))
         if pod_log_dir is not None:
             pod.log_dir = f"{pod_log_dir}/{namespace}_{pod.name}_{pod.uid}"
             os.makedirs(pod.log_dir)
@@ -135,6 +119,15 @@ def make_pod(
         remove_pod(pod)
         raise
     return pod
+
+
+def _plug(pod: Pod) -> None:
+    """The pod's pinned netns, and the veth pair between it and the host, both up."""
+    _ip("netns", "add", pod.name)
+    _ip("link", "add", pod.host_veth, "type", "veth", "peer", "name", pod.pod_dev,
+        "netns", pod.name)  # fmt: skip
+    _ip("link", "set", pod.host_veth, "up")
+    _ip("-n", pod.name, "link", "set", pod.pod_dev, "up")
 
 
 def unpin(pod: Pod) -> None:

@@ -18,7 +18,7 @@ import os
 import socket
 import struct
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 
 from vmnet_hook.errors import BindError
 from vmnet_hook.host.netlink import NSID_NOT_ASSIGNED, Link
@@ -57,14 +57,16 @@ class DumpSession:
 class LinkDump:
     """The ``Netlink`` seam, read-only, over raw sockets: for reading many namespaces."""
 
-    @contextmanager
-    def host(self) -> Iterator[DumpSession]:
-        with _rtnl_socket() as sock:
-            yield DumpSession(sock)
+    def host(self) -> AbstractContextManager[DumpSession]:
+        return self._session(_rtnl_socket())
 
+    def netns(self, path: str) -> AbstractContextManager[DumpSession]:
+        return self._session(run_in_netns(path, _rtnl_socket))  # opened there, read here
+
+    @staticmethod
     @contextmanager
-    def netns(self, path: str) -> Iterator[DumpSession]:
-        with run_in_netns(path, _rtnl_socket) as sock:  # opened there, read from here
+    def _session(sock: socket.socket) -> Iterator[DumpSession]:
+        with sock:
             yield DumpSession(sock)
 
 

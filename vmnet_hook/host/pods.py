@@ -360,7 +360,7 @@ def pinned_netns(netns_dir: str, name: str, proc: ProcFs) -> PodNetns:
     host = proc.host_netns()
     if not stat.S_ISREG(info.st_mode) or info.st_dev != host.dev:
         raise PodNotFound(f"netns={name}: {path} is not a pinned network namespace")
-    netns = NetnsId(info.st_dev, info.st_ino)
+    netns = NetnsId.of(info)
     if netns == host:
         raise PodNotFound(f"netns={name} is the host's own network namespace; refused")
     return PodNetns(path, netns, ())

@@ -12,8 +12,14 @@ from vmnet_hook.host.mounts import cgroup_mounts
 
 @dataclass(frozen=True)
 class NetnsId:
+    """A network namespace, as the device and inode of its ``ns/net`` file."""
+
     dev: int
     ino: int
+
+    @classmethod
+    def of(cls, info: os.stat_result) -> NetnsId:
+        return cls(info.st_dev, info.st_ino)
 
     def __str__(self) -> str:
         return f"net:[{self.ino}]"
@@ -28,11 +34,11 @@ class ProcFs:
             info = os.stat(f"{self.root}/{pid}/ns/net")
         except OSError:
             return None
-        return NetnsId(info.st_dev, info.st_ino)
+        return NetnsId.of(info)
 
     def host_netns(self) -> NetnsId:
         info = os.stat(f"{self.root}/self/ns/net")
-        return NetnsId(info.st_dev, info.st_ino)
+        return NetnsId.of(info)
 
     def cgroup_mounts(self) -> list[str]:
         """Each hierarchy once: cgroup2 first, then the cgroup v1 hierarchies."""
