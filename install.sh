@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Install vmnet-hook as libvirt's qemu hook, from the checkout this script sits in.
 #
-#   sudo ./install.sh                 install, or update an earlier install (idempotent)
-#   sudo ./install.sh --with-libvirt  the same, after installing libvirt and QEMU from
-#                                     Debian and starting virtlogd and libvirtd if needed
-#   sudo ./install.sh --uninstall     put back what was there before
+#   sudo ./install.sh              install, or update an earlier install (idempotent)
+#   sudo ./install.sh --uninstall  put back what was there before
+#
+# libvirt itself is not its business: on a host without it, scripts/setup-libvirt.sh
+# installs libvirt and QEMU from Debian and starts them (for the demo and the tests).
 #
 # What it does:
 #   - apt-installs python3 and python3-venv when they are missing;
@@ -29,8 +30,6 @@ set -euo pipefail
 readonly MARKER="# vmnet-hook: installed by install.sh; remove with install.sh --uninstall"
 readonly LIBVIRT_HOOKS_DIR=/etc/libvirt/hooks
 readonly DEPENDENCIES=(python3 python3-venv)
-readonly LIBVIRT_PACKAGES=(iproute2 libvirt-daemon-system libvirt-daemon-driver-qemu
-  libvirt-clients qemu-system-x86)
 
 PREFIX=${PREFIX:-/opt/vmnet-hook}
 HOOKS_DIR=${HOOKS_DIR:-$LIBVIRT_HOOKS_DIR}
@@ -42,6 +41,17 @@ RECORD="$PREFIX/vmnet-hook-install"  # created, moved, backup/: what --uninstall
 MAIN_HOOK="$HOOKS_DIR/qemu"
 DROPIN_HOOK="$HOOKS_DIR/qemu.d/vmnet-hook"
 
+# What this run made only to put elsewhere (a build copy, a hook file before its rename):
+# removed on every exit, so that a failed or interrupted run leaves none of it, above all
+# no stray executable in qemu.d/, where libvirt would run it as a second hook.
+STAGED=()
+
+remove_staged() {
+  if [ "${#STAGED[@]}" -gt 0 ]; then
+    rm -rf -- "${STAGED[@]}"
+  fi
+}
+
 say() { printf 'install.sh: %s\n' "$*"; }
 die() {
   printf 'install.sh: error: %s\n' "$*" >&2
@@ -50,10 +60,10 @@ die() {
 
 usage() {
   cat <<EOF
-usage: install.sh [--with-libvirt | --uninstall]
+usage: install.sh [--uninstall]
   Installs vmnet-hook from $SOURCE as libvirt's qemu hook.
-  --with-libvirt  first install libvirt and QEMU (apt) and start virtlogd and libvirtd
   --uninstall     remove the hook and $PREFIX, and put back what install.sh moved
+  (libvirt itself: scripts/setup-libvirt.sh)
 Environment: PREFIX=$PREFIX HOOKS_DIR=$HOOKS_DIR CONFIG_DIR=$CONFIG_DIR BIN_DIR=$BIN_DIR
   PYTHON=$PYTHON
 EOF
@@ -84,62 +94,6 @@ ensure_python() {
   apt-get update -qq >/dev/null
   apt-get install -y -qq --no-install-recommends "${DEPENDENCIES[@]}" >/dev/null
   "$PYTHON" -c 'import ensurepip, venv' || die "$PYTHON still cannot make a virtual environment"
-}
-
-# --- libvirt, for --with-libvirt -----------------------------------------------------
-
-apt_install_missing() {
-  local package missing=()
-  for package in "$@"; do
-    if [ "$(dpkg-query -W -f='${Status}' "$package" 2>/dev/null)" != "install ok installed" ]; then
-      missing+=("$package")
-    fi
-  done
-  if [ "${#missing[@]}" -gt 0 ]; then
-    say "apt-get install ${missing[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq >/dev/null
-    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-  fi
-}
-
-running() {
-  local comm name
-  for comm in /proc/[0-9]*/comm; do
-    if { read -r name <"$comm"; } 2>/dev/null && [ "$name" = "$1" ]; then
-      return 0
-    fi
-  done
-  return 1
-}
-
-ensure_libvirt() {
-  apt_install_missing "${LIBVIRT_PACKAGES[@]}"
-  # Without udev, /dev/kvm stays root-only. libvirt probes QEMU's capabilities as root
-  # (KVM: yes) but checks KVM as the qemu user (KVM: no), finds its cache stale and probes
-  # again on every call: `virsh define` takes ~45s. udev's Debian rule makes both agree.
-  if [ -c /dev/kvm ] && getent group kvm >/dev/null \
-    && [ "$(stat -c %G:%a /dev/kvm)" != kvm:660 ] && [ "$(stat -c %a /dev/kvm)" != 666 ]; then
-    say "chgrp kvm /dev/kvm; chmod 0660 /dev/kvm (as udev would; libvirt re-probes QEMU otherwise)"
-    chgrp kvm /dev/kvm
-    chmod 0660 /dev/kvm
-  fi
-  local daemon
-  for daemon in virtlogd libvirtd; do
-    if ! running "$daemon"; then
-      say "starting $daemon"
-      if [ -d /run/systemd/system ]; then
-        systemctl start "$daemon"
-      else
-        "$daemon" -d
-      fi
-    fi
-  done
-  local deadline=$((SECONDS + 60))
-  until timeout 10 virsh -c qemu:///system version >/dev/null 2>&1; do
-    [ "$SECONDS" -lt "$deadline" ] || die "libvirtd does not answer on qemu:///system after 60s"
-    sleep 0.5
-  done
 }
 
 # --- the record of what install.sh made and moved ----------------------------------
@@ -205,16 +159,15 @@ install_package() {
   # build/lib can put deleted modules into the wheel.
   local copy version
   copy=$(mktemp -d)
+  STAGED+=("$copy")
   tar -C "$SOURCE" --exclude=./.git --exclude=./.venv --exclude=./build --exclude=./dist \
     --exclude='*.egg-info' --exclude=__pycache__ --exclude=.mypy_cache --exclude=.ruff_cache \
     --exclude=.pytest_cache --exclude=.hypothesis -cf - . | tar -C "$copy" -xf -
   # pip always reinstalls from a directory, so the checkout's code replaces the old copy.
   if ! "$PREFIX/bin/python3" -m pip install --quiet --disable-pip-version-check --no-input \
     "$copy"; then
-    rm -rf -- "$copy"
     die "pip could not install vmnet-hook from $SOURCE into $PREFIX"
   fi
-  rm -rf -- "$copy"
   # The hook imports these only when it has work: check them now, not at a VM's start.
   "$PREFIX/bin/python3" -c 'import vmnet_hook.hook.handlers, pyroute2, psutil' \
     || die "the package installed in $PREFIX does not import"
@@ -254,6 +207,7 @@ install_hook() {
       move_aside "$target"
     fi
     staged=$(mktemp "$(dirname "$target")/.vmnet-hook.XXXXXX")
+    STAGED+=("$staged")
     printf '%s\n' "$text" >"$staged"
     chmod 0755 "$staged"
     mv -f -- "$staged" "$target"
@@ -407,11 +361,10 @@ uninstall() {
 }
 
 main() {
-  local action=install with_libvirt=false
+  local action=install
   case "${1:-}" in
     "") ;;
     --uninstall) action=uninstall ;;
-    --with-libvirt) with_libvirt=true ;;
     -h | --help)
       usage
       return 0
@@ -437,9 +390,10 @@ main() {
   RECORD="$PREFIX/vmnet-hook-install"
   MAIN_HOOK="$HOOKS_DIR/qemu"
   DROPIN_HOOK="$HOOKS_DIR/qemu.d/vmnet-hook"
-  if "$with_libvirt"; then
-    ensure_libvirt
-  fi
+  trap 'exit 130' INT
+  trap 'exit 143' TERM
+  trap 'exit 129' HUP
+  trap remove_staged EXIT
   "$action"
 }
 

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # What the test tiers need from the system, as root on Debian: the test-only packages
 # (apt-get update and install only when one is missing), then libvirt and QEMU installed,
-# virtlogd and libvirtd running and answering on qemu:///system, and the hook installed,
-# all by `install.sh --with-libvirt`, as a user would.
+# virtlogd and libvirtd running and answering on qemu:///system (scripts/setup-libvirt.sh),
+# and the hook installed (install.sh), as the README's first command does.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,4 +25,5 @@ if [ "${#missing[@]}" -gt 0 ]; then
   apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
-bash install.sh --with-libvirt
+bash scripts/setup-libvirt.sh
+bash install.sh

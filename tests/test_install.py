@@ -279,10 +279,33 @@ def test_an_interpreter_that_cannot_make_a_venv_is_named(layout: Layout, tmp_pat
     assert not layout.root.exists()
 
 
+@pytest.mark.parametrize("signal_name", ["INT", "TERM"])
+def test_an_interrupted_install_leaves_nothing_staged(
+    layout: Layout, tmp_path: Path, signal_name: str
+) -> None:
+    """Interrupted right after it wrote the hook's staged copy (a chmod that signals its
+    caller, as Ctrl-C would): nothing of that copy, nor of the build copy, stays behind;
+    in qemu.d/ libvirt would run a stray executable as a second hook."""
+    shims = tmp_path / "shims"
+    shims.mkdir()
+    (shims / "chmod").write_text(f'#!/bin/sh\nkill -{signal_name} "$PPID"\nexit 1\n')
+    (shims / "chmod").chmod(0o755)
+    builds = tmp_path / "tmp"  # where install.sh's mktemp -d makes its build copy
+    builds.mkdir()
+
+    result = layout.run(PATH=f"{shims}:{os.environ['PATH']}", TMPDIR=str(builds))
+
+    assert result.returncode == {"INT": 130, "TERM": 143}[signal_name], result.stderr
+    assert list(layout.hooks.iterdir()) == []  # made, but holds nothing: no staged hook
+    assert list(builds.iterdir()) == []
+    layout.install("--uninstall")
+    assert not layout.root.exists()
+
+
 def test_bad_arguments_print_usage(layout: Layout) -> None:
     result = layout.run("--frobnicate")
     assert result.returncode == 2
-    assert result.stderr.startswith("usage: install.sh [--with-libvirt | --uninstall]")
+    assert result.stderr.startswith("usage: install.sh [--uninstall]")
     assert not layout.root.exists()
 
 
@@ -291,7 +314,8 @@ def test_scripts_are_shellcheck_clean() -> None:
     if shellcheck is None:
         pytest.skip("shellcheck is not installed (tests/setup-system.sh installs it)")
     result = subprocess.run(
-        [shellcheck, str(INSTALL), str(REPO / "tests" / "setup-system.sh")],
+        [shellcheck, str(INSTALL), str(REPO / "tests" / "setup-system.sh"),
+         str(REPO / "scripts" / "setup-libvirt.sh")],
         capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout

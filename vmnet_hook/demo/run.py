@@ -147,7 +147,7 @@ def _libvirt_missing() -> str:
         return "virsh is not installed"
     version = subprocess.run([*VIRSH, "version"], capture_output=True, text=True, timeout=30)
     if version.returncode != 0:
-        return "libvirtd is not running (`./install.sh --with-libvirt` starts it)"
+        return "libvirtd is not running (scripts/setup-libvirt.sh starts it)"
     hooks = ("/etc/libvirt/hooks/qemu", "/etc/libvirt/hooks/qemu.d/vmnet-hook")
     if not any(os.path.exists(path) for path in hooks):
         return "the hook is not installed in /etc/libvirt/hooks (run install.sh)"
