@@ -41,7 +41,7 @@ def _parse(key: str, raw: str) -> object:
             raise ConfigError(f"config key {key}: {raw!r} is not one of {', '.join(LOG_LEVELS)}")
         return value
     if not value.startswith("/"):
-        raise ConfigError(f"config key {key}: {raw!r} is not an absolute path")
+        raise ConfigError(f"config key {key}: {raw!r} is not an absolute path; start it with /")
     return value.rstrip("/") or "/"
 
 
@@ -56,7 +56,10 @@ def _read_file(path: str) -> dict[str, str]:
         raise ConfigError(f"config file {path}: {error}".splitlines()[0]) from None
     unknown_sections = [name for name in parser.sections() if name != SECTION]
     if unknown_sections:
-        raise ConfigError(f"config file {path}: unknown section [{unknown_sections[0]}]")
+        raise ConfigError(
+            f"config file {path}: unknown section [{unknown_sections[0]}]; "
+            f"put every key under [{SECTION}]"
+        )
     return dict(parser[SECTION]) if parser.has_section(SECTION) else {}
 
 
@@ -66,12 +69,17 @@ def load(path: str = DEFAULT_PATH, environ: Mapping[str, str] = os.environ) -> C
     raw = _read_file(path)
     for key in raw:
         if key not in known:
-            raise ConfigError(f"config file {path}: unknown key {key!r}")
+            raise ConfigError(
+                f"config file {path}: unknown key {key!r}; known keys: {', '.join(known)}"
+            )
     for variable, value in environ.items():
         if variable.startswith("VMNET_HOOK_") and variable != "VMNET_HOOK_CONFIG":
             key = variable.removeprefix("VMNET_HOOK_").lower()
             if key not in known:
-                raise ConfigError(f"environment: unknown variable {variable}")
+                raise ConfigError(
+                    f"environment: unknown variable {variable}; unset it (VMNET_HOOK_ is "
+                    "followed by a config key in upper case)"
+                )
             raw[key] = value
     return Config(**{key: _parse(key, value) for key, value in raw.items()})  # type: ignore[arg-type]
 

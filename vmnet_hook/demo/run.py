@@ -131,7 +131,10 @@ def _start_domain(echo: Echo, xml: str, pod: sandbox.Pod) -> None:
     started = subprocess.run([*VIRSH, "create", "/dev/stdin"], input=xml, text=True,
                              capture_output=True, timeout=120)  # fmt: skip
     if started.returncode != 0:
-        raise DemoError(f"virsh create failed: {started.stderr.strip()}")
+        raise DemoError(
+            f"virsh create failed: {started.stderr.strip()}; `vmnet-hook doctor` checks "
+            "libvirt's set-up (or run the demo with --no-libvirt)"
+        )
     links = subprocess.run(["ip", "-o", "link", "show", "type", "macvtap"],
                            capture_output=True, text=True).stdout  # fmt: skip
     lines = [line.split(":")[1].strip() for line in links.splitlines() if pod.host_veth in line]

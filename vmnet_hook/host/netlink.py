@@ -86,7 +86,8 @@ class Pyroute2Session:
         except NetlinkError as error:
             verb = "bind" if command == "property_add" else "unbind"
             raise BindError(
-                f"cannot {verb} altname {altname} on ifindex {index}: {error}"
+                f"cannot {verb} altname {altname} on ifindex {index}: {error}; "
+                "`vmnet-hook doctor` checks that this kernel binds altnames"
             ) from None
 
     def _get(self, **query: Any) -> Link | None:
@@ -97,7 +98,10 @@ class Pyroute2Session:
         except NetlinkError as error:
             if error.code == errno.ENODEV:
                 return None
-            raise ReadError(f"netlink: cannot read link {query}: {error}") from None
+            raise ReadError(
+                f"netlink: cannot read link {query}: {error}; run the hook as root, as "
+                "libvirtd does"
+            ) from None
 
 
 class Pyroute2Netlink:

@@ -51,12 +51,14 @@ def host_end(pod: PodNetns, pod_dev: str, netlink: Netlink) -> HostVeth:
     if peer is None or peer.kind != "veth":
         what = "no link" if peer is None else f"{peer.name}, a {peer.kind or 'physical'} link"
         raise LinkRefused(
-            f"{pod_dev}'s peer ifindex {pod_link.peer_index} on the host is {what}, not a veth"
+            f"{pod_dev}'s peer ifindex {pod_link.peer_index} on the host is {what}, not a "
+            "veth; only veth-backed pod NICs can be handed to a VM"
         )
     if peer.peer_index != pod_link.index or peer.peer_nsid is None or peer.peer_nsid != pod_nsid:
         raise LinkRefused(
             f"host link {peer.name} (ifindex {peer.index}) is not the peer of the pod's "
-            f"{pod_dev}: its own peer is ifindex {peer.peer_index} in netnsid {peer.peer_nsid}"
+            f"{pod_dev}: its own peer is ifindex {peer.peer_index} in netnsid {peer.peer_nsid}; "
+            "refused rather than guessed"
         )
     _still_the_pods_netns(pod)
     return HostVeth(peer.name, peer.index, pod_dev, pod.netns)
