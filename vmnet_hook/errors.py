@@ -25,6 +25,10 @@ class BindError(VmnetError):
     """A placeholder could not be bound (or unbound) as an altname."""
 
 
+class PodNetError(VmnetError):
+    """The pod side of a masqueraded NIC could not be read, made or undone."""
+
+
 class InterfaceError(VmnetError):
     """A problem with one domain interface: names the domain and the MAC."""
 

@@ -19,6 +19,7 @@ class HostVeth:
     index: int
     pod_dev: str
     pod_netns: NetnsId
+    bridge: str | None = None  # the bridge the host veth is a port of
 
 
 class Resolver:
@@ -28,6 +29,11 @@ class Resolver:
         self.config = config
         self.netlink = netlink
         self.proc = proc or ProcFs(config.proc_root)
+
+    def pod(self, selector: Selector) -> PodNetns:
+        """The pod's network namespace (for ``masquerade``, which needs no host veth)."""
+        policy.check(selector, self.config)
+        return find_pod(selector, self.config, self.proc)
 
     def host_veth(self, selector: Selector, pod_dev: str) -> HostVeth:
         policy.check(selector, self.config)
@@ -46,6 +52,7 @@ def host_end(pod: PodNetns, pod_dev: str, netlink: Netlink) -> HostVeth:
     with netlink.host() as host:
         peer = host.link_by_index(pod_link.peer_index)
         pod_nsid = host.nsid_of(pod.path)
+        master = host.link_by_index(peer.master) if peer and peer.master else None
     if peer is None or peer.kind != "veth":
         what = "no link" if peer is None else f"{peer.name}, a {peer.kind or 'physical'} link"
         raise LinkRefused(
@@ -57,7 +64,8 @@ def host_end(pod: PodNetns, pod_dev: str, netlink: Netlink) -> HostVeth:
             f"{pod_dev}: its own peer is ifindex {peer.peer_index} in netnsid {peer.peer_nsid}"
         )
     _still_the_pods_netns(pod)
-    return HostVeth(peer.name, peer.index, pod_dev, pod.netns)
+    bridge = master.name if master is not None else None
+    return HostVeth(peer.name, peer.index, pod_dev, pod.netns, bridge)
 
 
 def _still_the_pods_netns(pod: PodNetns) -> None:
