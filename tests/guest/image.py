@@ -233,7 +233,9 @@ def _is_builtin(root: Path, name: str) -> bool:
 def _loadable_modules(kernel_dir: Path) -> tuple[str, ...]:
     lines = (kernel_dir / "modules.list").read_text().splitlines()
     return tuple(
-        name for name, where in (line.split(" ", 1) for line in lines) if where not in ("builtin", "absent")
+        name
+        for name, where in (line.split(" ", 1) for line in lines)
+        if where not in ("builtin", "absent")
     )
 
 
@@ -260,7 +262,10 @@ def _initrd_files(kernel_dir: Path, modules: tuple[str, ...]) -> dict[str, tuple
         "etc/modules": (0o644, "".join(f"{name}\n" for name in modules).encode()),
     }
     for name in modules:
-        files[f"lib/modules/{name}.ko"] = (0o644, (kernel_dir / "modules" / f"{name}.ko").read_bytes())
+        files[f"lib/modules/{name}.ko"] = (
+            0o644,
+            (kernel_dir / "modules" / f"{name}.ko").read_bytes(),
+        )
     return files
 
 

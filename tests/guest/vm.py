@@ -160,11 +160,12 @@ class Guest:
             match = regex.search(self.console())
             if match:
                 return match
-            if time.monotonic() > deadline or not self.is_running():
-                why = "timed out" if self.is_running() else "the domain is not running"
+            running = self.is_running()
+            if time.monotonic() > deadline or not running:
+                why = f"timed out after {timeout:g} s" if running else "the domain is not running"
                 raise AssertionError(
-                    f"{self.name}: {pattern!r} not on the console ({why} after "
-                    f"{timeout:g} s); console tail:\n{self.console_tail()}"
+                    f"{self.name}: {pattern!r} not on the console ({why}); console tail:\n"
+                    f"{self.console_tail()}"
                 )
             time.sleep(0.05)
 
