@@ -130,6 +130,11 @@ class Guest:
         self.started_at = time.monotonic()
         return virsh("start", self.name, check=check, timeout=120)
 
+    def destroy(self) -> None:
+        """``virsh destroy``: QEMU ends, libvirt runs the hook's ``release end``."""
+        self.close()
+        virsh("destroy", self.name, timeout=60)
+
     def state(self) -> str:
         """``virsh domstate``: ``running``, ``shut off``, ..."""
         return virsh("domstate", self.name).stdout.strip()
