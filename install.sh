@@ -96,6 +96,24 @@ ensure_python() {
   "$PYTHON" -c 'import ensurepip, venv' || die "$PYTHON still cannot make a virtual environment"
 }
 
+# network='masquerade' runs dnsmasq and nft in the pod; 'l2' needs neither, so their
+# absence is said, not fatal.
+ensure_masquerade_tools() {
+  local missing=()
+  PATH="$PATH:/usr/sbin:/sbin" command -v dnsmasq >/dev/null || missing+=(dnsmasq-base)
+  PATH="$PATH:/usr/sbin:/sbin" command -v nft >/dev/null || missing+=(nftables)
+  [ "${#missing[@]}" -eq 0 ] && return
+  if command -v apt-get >/dev/null && {
+    say "apt-get install ${missing[*]} (network='masquerade' needs them)"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq >/dev/null && apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  }; then
+    return
+  fi
+  say "warning: ${missing[*]} could not be installed: network='masquerade' is unavailable" \
+    "until they are (network='l2' works without them; vmnet-hook doctor checks)"
+}
+
 # --- the record of what install.sh made and moved ----------------------------------
 
 record_created() { printf '%s\n' "$1" >>"$RECORD/created"; }
@@ -300,6 +318,7 @@ reload_libvirtd() {
 
 install() {
   ensure_python
+  ensure_masquerade_tools
   make_venv
   install_package
   install_hook

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.guest import boot_guest, guest_image  # noqa: F401 (fixtures of the guest tier)
 from vmnet_hook.demo import sandbox
 
 REPO = Path(__file__).resolve().parent.parent

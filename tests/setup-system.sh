@@ -26,4 +26,5 @@ if [ "${#missing[@]}" -gt 0 ]; then
 fi
 
 bash scripts/setup-libvirt.sh
+bash tests/setup-guest.sh
 bash install.sh

@@ -39,7 +39,7 @@ def test_annotate_prints_xml_the_hook_accepts(runner: CliRunner) -> None:
                                "3F9A0C1D-2E4B-4C5D-8E6F-7A8B9C0D1E2F", "--dev", "net1",
                                "--mac", "52:54:00:00:00:02"])  # fmt: skip
     assert done.exit_code == 0, done.output
-    assert ('<vmnet:interface mac="52:54:00:00:00:02" dev="net1" '
+    assert ('<vmnet:interface network="l2" mac="52:54:00:00:00:02" dev="net1" '
             'pod-uid="3f9a0c1d-2e4b-4c5d-8e6f-7a8b9c0d1e2f"/>') in done.output  # fmt: skip
 
 

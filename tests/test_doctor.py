@@ -86,7 +86,7 @@ def test_a_healthy_host_passes_every_check() -> None:
     checks = [check(healthy()) for check in doctor.CHECKS]
     assert [c.name for c in checks] == ["config", "kernel-altname", "libvirt-version",
                                         "hook-layout", "hook-runs", "libvirtd", "pyroute2",
-                                        "cgroups", "pod-logs", "selinux"]  # fmt: skip
+                                        "cgroups", "pod-logs", "selinux", "masquerade"]  # fmt: skip
     assert [c.name for c in checks if not c.ok] == []
     assert verdict(healthy(), "hook-runs").detail == (
         f"{HOOKS}/qemu runs {PYTHON}, which imports vmnet_hook 0.1.0"
@@ -138,6 +138,10 @@ BROKEN: list[tuple[dict[str, object], str, str, str]] = [
      "selinux", "virt_hooks_unconfined is off", "setsebool -P virt_hooks_unconfined on"),
     (dict(selinux=SELinux(enforcing=True, hooks_unconfined=None)),
      "selinux", "the policy has no virt_hooks_unconfined boolean", "ausearch -m avc"),
+    (dict(missing_tools=("dnsmasq",)),
+     "masquerade", "dnsmasq not found: network='masquerade' (the default) cannot start", "apt-get install dnsmasq-base"),
+    (dict(missing_tools=("dnsmasq", "nft")),
+     "masquerade", "dnsmasq and nft not found", "apt-get install dnsmasq-base nftables"),
 ]  # fmt: skip
 
 

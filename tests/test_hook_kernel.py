@@ -184,9 +184,9 @@ def test_one_syslog_line_per_decision_and_steps_at_debug(
     run(HookCall("vm1", "prepare", "begin", xml, config), system)
     run(HookCall("vm1", "release", "end", xml, config), system)
     assert [line for line in lines if line[0] != "debug"] == [
-        ("info", f"prepare domain=vm1 mac=52:54:00:12:34:56 pod=netns={pod.name} dev=eth0 "
-                 f"host_veth={pod.host_veth}: bound {PLACEHOLDER}"),
-        ("info", "release vm1: bindings removed"),
+        ("info", f"prepare domain=vm1 mac=52:54:00:12:34:56 network=l2 pod=netns={pod.name} "
+                 f"dev=eth0 source_dev={pod.host_veth}: bound {PLACEHOLDER}"),
+        ("info", "release vm1: bindings and pod-side pieces removed"),
     ]  # fmt: skip
     steps = [message for level, message in lines if level == "debug"]
     assert steps[0] == f"vm1 52:54:00:12:34:56: resolving netns={pod.name} dev eth0"

@@ -127,7 +127,7 @@ def wait_for_hook(tmp_dir: Path) -> None:
         remove_domain(probe.name)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def installed_hook(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The real install.sh (default PREFIX, real hooks dir), picked up by libvirtd."""
     setup = run("bash", str(REPO / "tests" / "setup-system.sh"), timeout=1200)

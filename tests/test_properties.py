@@ -16,6 +16,7 @@ from vmnet_hook.config import Config
 from vmnet_hook.core.annotation import NS, SELECTORS, Selector, parse_domain, parse_xml
 from vmnet_hook.errors import PodNotFound, VmnetError
 from vmnet_hook.hook.handlers import HookCall, System, run
+from vmnet_hook.host.pods import PodNetns
 from vmnet_hook.host.procfs import NetnsId
 from vmnet_hook.host.resolve import HostVeth
 
@@ -32,6 +33,9 @@ class FakeResolver:
         if selector.kind == "pid" and int(selector.value) % 2 == 0:
             return HostVeth("vethA", 10, pod_dev, NetnsId(4, 1))
         raise PodNotFound(f"{selector}: no such pod")
+
+    def pod(self, selector: Selector) -> PodNetns:
+        raise PodNotFound(f"{selector}: no such pod")  # masquerade is proven on real pods
 
 
 class FakeSystem(System):
@@ -53,18 +57,25 @@ values = st.one_of(
             "-1",
             "0123456789ab",
             "3f9a0c1d-2e4b-4c5d-8e6f-7a8b9c0d1e2f",
+            "l2",
+            "masquerade",
+            "tcp/9091 udp/53",
+            "tcp/0",
             "52:54:00:12:34:56",
         ]
     ),
     st.text(min_size=0, max_size=30),
 )
-keys = st.sampled_from(["mac", "dev", "host-dev", *SELECTORS, "colour", "MAC"])
+keys = st.sampled_from(
+    ["mac", "dev", "host-dev", "network", "pod-ports", *SELECTORS, "colour", "MAC"]
+)
 macs = st.sampled_from(["52:54:00:12:34:56", "52:54:00:12:34:57", "52:54:00:ZZ:00:00", ""])
 plausible = st.fixed_dictionaries(
     {
         "mac": macs,
         "pid": st.sampled_from(["2", "3", "4"]),
         "dev": st.sampled_from(["eth0", "net1"]),
+        "network": st.just("l2"),
     }
 )
 annotation = st.one_of(st.dictionaries(keys, values, max_size=5), plausible)

@@ -26,6 +26,7 @@ class Config:
     deadline_seconds: int = 10
     allowed_namespaces: tuple[str, ...] = ()
     log_level: str = "info"
+    vm_cidr: str = "10.0.2.0/24"
 
 
 def _parse(key: str, raw: str) -> object:
@@ -40,9 +41,25 @@ def _parse(key: str, raw: str) -> object:
         if value not in LOG_LEVELS:
             raise ConfigError(f"config key {key}: {raw!r} is not one of {', '.join(LOG_LEVELS)}")
         return value
+    if key == "vm_cidr":
+        return _cidr(key, raw)
     if not value.startswith("/"):
         raise ConfigError(f"config key {key}: {raw!r} is not an absolute path; start it with /")
     return value.rstrip("/") or "/"
+
+
+def _cidr(key: str, raw: str) -> str:
+    import ipaddress
+
+    try:
+        network = ipaddress.IPv4Network(raw.strip().encode("ascii").decode(), strict=True)
+    except (ValueError, UnicodeError):
+        network = None
+    if network is None or network.prefixlen > 30:
+        raise ConfigError(
+            f"config key {key}: {raw!r} is not an IPv4 network of /30 or wider, like 10.0.2.0/24"
+        )
+    return str(network)
 
 
 def _read_file(path: str) -> dict[str, str]:

@@ -41,6 +41,10 @@ class DemoError(VmnetError):
     """The demo cannot build or start what it shows on this host."""
 
 
+class PodNetError(VmnetError):
+    """The pod side of a masqueraded NIC could not be read, made or undone."""
+
+
 class InterfaceError(VmnetError):
     """A problem with one domain interface: names the domain and the MAC."""
 

@@ -45,9 +45,10 @@ def cli() -> None:
 @cli.command()
 @xml_argument
 def rewrite(xml_file: BinaryIO) -> None:
-    """Print the domain XML with each annotated <source dev> set to its pod's host veth.
+    """Print the domain XML with each annotated <source dev> set to its pod's host veth
+    (network='l2'); a masqueraded NIC keeps its placeholder.
 
-    Binds nothing: for tools that `virsh create` a domain themselves.
+    Binds and builds nothing: for tools that `virsh create` a domain themselves.
 
     \b
     Example:
@@ -56,14 +57,12 @@ def rewrite(xml_file: BinaryIO) -> None:
     from vmnet_hook.core.annotation import parse_domain, parse_xml
     from vmnet_hook.core.rewrite import rewrite as rewritten
     from vmnet_hook.core.rewrite import to_text
-    from vmnet_hook.hook.handlers import System, resolve_all
+    from vmnet_hook.hook.handlers import System, resolve_all, source_dev
 
     tree = parse_xml(xml_file.read())
     domain = parse_domain(tree)
-    veths = resolve_all(domain, System(_settings()).resolver)
-    click.echo(
-        to_text(rewritten(tree, domain.claims, lambda claim: veths[claim.mac].name)), nl=False
-    )
+    veths, _pods = resolve_all(domain, System(_settings()).resolver)
+    click.echo(to_text(rewritten(tree, domain.claims, source_dev(veths))), nl=False)
 
 
 @cli.command()

@@ -16,9 +16,12 @@ from vmnet_hook.errors import AnnotationError
 
 NS = {"vmnet": NAMESPACE_URI}
 SELECTORS = ("pod", "pod-uid", "container", "pid", "netns")
-ATTRIBUTES = frozenset({"mac", "dev", "host-dev", *SELECTORS})
+NETWORKS = ("masquerade", "l2")
+ATTRIBUTES = frozenset({"mac", "dev", "host-dev", "network", "pod-ports", *SELECTORS})
+PROTOCOLS = ("tcp", "udp")
 MAX_XML_BYTES = 4 * 1024 * 1024
 
+_PORTS = re.compile(r"(tcp|udp)/([0-9]{1,5})(?:-([0-9]{1,5}))?")
 _MAC = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}")
 _IFNAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]{0,14}")
 _LABEL = r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?"
@@ -44,6 +47,19 @@ class Selector:
 
 
 @dataclass(frozen=True)
+class PortRange:
+    """``tcp/9091`` or ``udp/8000-8100``: traffic to the pod's IP that stays with the pod."""
+
+    proto: str
+    first: int
+    last: int
+
+    def __str__(self) -> str:
+        span = str(self.first) if self.first == self.last else f"{self.first}-{self.last}"
+        return f"{self.proto}/{span}"
+
+
+@dataclass(frozen=True)
 class Claim:
     """One annotated ``<interface type='direct'>``: which pod NIC it should use."""
 
@@ -52,6 +68,8 @@ class Claim:
     selector: Selector
     pod_dev: str
     placeholder: str  # the interface's <source dev> as written
+    network: str = "masquerade"  # or "l2"
+    pod_ports: tuple[PortRange, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -167,8 +185,8 @@ def _parse_claim(index: int, element: etree._Element, directs: dict[str, etree._
     unknown = sorted(set(attributes) - ATTRIBUTES)
     if unknown:
         raise AnnotationError(
-            f"unknown attribute {_shown(unknown[0])}; allowed: mac, dev, and one of "
-            + ", ".join(SELECTORS)
+            f"unknown attribute {_shown(unknown[0])}; allowed: mac, dev, network, pod-ports, "
+            "and one of " + ", ".join(SELECTORS)
         )
     selector = _one_selector(attributes)
     pod_dev = attributes.get("dev", "")
@@ -184,7 +202,41 @@ def _parse_claim(index: int, element: etree._Element, directs: dict[str, etree._
             f"interface {mac}: <source dev={_shown(placeholder)}> must be a placeholder of"
             " 1-15 characters (vmnet-hook annotate writes one)"
         )
-    return Claim(index, mac, selector, pod_dev, placeholder)
+    network, pod_ports = _network(attributes)
+    return Claim(index, mac, selector, pod_dev, placeholder, network, pod_ports)
+
+
+def _network(attributes: dict[str, str]) -> tuple[str, tuple[PortRange, ...]]:
+    network = attributes.get("network", "masquerade")
+    if network not in NETWORKS:
+        raise AnnotationError(
+            f"network={_shown(network)} is not one of {', '.join(NETWORKS)} "
+            "(masquerade, the default, routes the guest through the pod)"
+        )
+    raw_ports = attributes.get("pod-ports")
+    if raw_ports is None:
+        return network, ()
+    if network != "masquerade":
+        raise AnnotationError(
+            "pod-ports goes with network='masquerade' only: with 'l2' the pod keeps nothing"
+        )
+    return network, parse_pod_ports(raw_ports)
+
+
+def parse_pod_ports(text: str) -> tuple[PortRange, ...]:
+    """``"tcp/9091 udp/53 tcp/8000-8100"`` (spaces or commas between) into PortRanges."""
+    ranges = []
+    for item in text.replace(",", " ").split():
+        match = _PORTS.fullmatch(item)
+        first = int(match.group(2)) if match else 0
+        last = int(match.group(3) or first) if match else 0
+        if match is None or not 1 <= first <= last <= 65535:
+            raise AnnotationError(
+                f"pod-ports: {_shown(item)} is not PROTO/PORT or PROTO/FIRST-LAST "
+                "(tcp or udp, ports 1-65535), as in pod-ports='tcp/9091 udp/53 tcp/8000-8100'"
+            )
+        ranges.append(PortRange(match.group(1), first, last))
+    return tuple(ranges)
 
 
 def _one_selector(attributes: dict[str, str]) -> Selector:

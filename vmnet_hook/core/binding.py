@@ -1,21 +1,52 @@
-"""Bind placeholders as altnames of host veths, and undo it; all or nothing."""
+"""A domain's claims on pod NICs, made all or nothing under one host-wide lock: ``l2``
+placeholders bound as altnames of host veths, ``masquerade`` NICs built in their pods
+(through a ``PodSide``); and undone from the record."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Sequence
+from typing import Protocol
+
 from vmnet_hook.core.annotation import Domain
-from vmnet_hook.errors import BindError, Failures, InterfaceError, VmnetError
+from vmnet_hook.errors import BindError, Failures, InterfaceError, LinkRefused, VmnetError
 from vmnet_hook.host.netlink import Netlink, NetlinkSession
 from vmnet_hook.host.resolve import HostVeth
 from vmnet_hook.host.state import Binding, DomainState, StateStore
+from vmnet_hook.podnet.record import GuestRecord
+
+
+class PodSide(Protocol):
+    """The masqueraded NICs of one domain (``vmnet_hook.podnet.attach``)."""
+
+    def records(self) -> list[GuestRecord]: ...  # read the pods and plan; nothing made
+    def connect(self, records: list[GuestRecord], save: Callable[[], None]) -> None: ...
+    def disconnect(self, records: Sequence[GuestRecord]) -> list[str]: ...
 
 
 def plan(domain: Domain, veths: dict[str, HostVeth]) -> tuple[Binding, ...]:
     """Each claim's binding. One whose ``<source dev>`` already names the veth (after a
     migrate or restore) adds no altname, but is recorded all the same: the domain holds
     that pod NIC."""
-    return tuple(
-        Binding(claim.mac, claim.placeholder, veths[claim.mac].name, veths[claim.mac].index)
+    problems: list[VmnetError] = [
+        InterfaceError(domain.name, claim.mac, LinkRefused(
+            f"host veth {veths[claim.mac].name} is a port of bridge {veths[claim.mac].bridge}, "
+            "where the kernel refuses a macvtap; use network='masquerade' (the default)"))
         for claim in domain.claims
+        if claim.mac in veths and veths[claim.mac].bridge is not None
+    ]  # fmt: skip
+    if problems:
+        raise Failures(problems)
+    return tuple(
+        Binding(
+            claim.mac,
+            claim.placeholder,
+            veths[claim.mac].name,
+            veths[claim.mac].index,
+            str(veths[claim.mac].pod_netns),
+            claim.pod_dev,
+        )
+        for claim in domain.claims
+        if claim.mac in veths
     )
 
 
@@ -24,24 +55,41 @@ def needs_altname(binding: Binding) -> bool:
 
 
 def bind_all(
-    domain: Domain, bindings: tuple[Binding, ...], netlink: Netlink, store: StateStore
+    domain: Domain,
+    bindings: tuple[Binding, ...],
+    netlink: Netlink,
+    store: StateStore,
+    pod_side: PodSide | None = None,
 ) -> None:
-    """Check every placeholder, record the intent, then bind; undo everything on failure."""
-    if not bindings:
+    """Check every claim, record the intent, then bind and build; undo all on failure."""
+    if not bindings and pod_side is None:
         return
     with store.lock(), netlink.host() as host:
         to_bind = tuple(filter(needs_altname, bindings))
-        _refuse_shared_nics(domain, bindings, store)
-        _refuse_taken_placeholders(domain.name, to_bind, host)
-        # Intent first: a kill -9 from here on is undone by release or the next prepare.
-        store.save(domain.uuid, DomainState(domain.name, bindings))
+        records = pod_side.records() if pod_side else []
+        _refuse_shared_nics(domain, bindings, records, store)
+        _refuse_taken_placeholders(
+            domain.name,
+            [(b.mac, b.placeholder) for b in to_bind]
+            + [(r.nic.mac, r.nic.placeholder) for r in records],
+            host,
+        )
+
+        def save() -> None:
+            store.save(domain.uuid, DomainState(domain.name, bindings, tuple(records)))
+
+        save()  # intent first: a kill -9 from here on is undone by release or the next prepare
         try:
             for binding in to_bind:
                 host.add_altname(binding.ifindex, binding.placeholder)
+            if pod_side is not None:
+                pod_side.connect(records, save)
         except BaseException:
             # Every binding, not only those whose call returned: the kernel may have added
             # the last one. None of these names existed before, so what is there is ours.
-            if not unbind(host, bindings):
+            problems = unbind(host, bindings)
+            problems += pod_side.disconnect(records) if pod_side else []
+            if not problems:
                 store.remove(domain.uuid)
             raise
 
@@ -65,7 +113,14 @@ def unbind(host: NetlinkSession, bindings: tuple[Binding, ...] | list[Binding]) 
     return problems
 
 
-def release(uuid: str, netlink: Netlink, store: StateStore) -> list[str]:
+def release(
+    uuid: str,
+    netlink: Netlink,
+    store: StateStore,
+    disconnect: Callable[[Sequence[GuestRecord]], list[str]] | None = None,
+) -> list[str]:
+    """Undo what the state of ``uuid`` records. The record stays while a piece in a pod
+    could not be undone, so that the next release or prepare tries again."""
     state = store.load(uuid)
     if state is None:
         return []
@@ -73,43 +128,61 @@ def release(uuid: str, netlink: Netlink, store: StateStore) -> list[str]:
     if state.bindings:
         with netlink.host() as host:
             problems = unbind(host, state.bindings)
+    if state.guests:
+        if disconnect is None:
+            raise VmnetError(
+                f"domain {state.domain!r} has pod-side pieces and no way to undo them"
+            )
+        undone = disconnect(state.guests)
+        if undone:
+            return problems + undone
     store.remove(uuid)
     return problems
 
 
 def _refuse_taken_placeholders(
-    domain: str, bindings: tuple[Binding, ...], host: NetlinkSession
+    domain: str, placeholders: Iterable[tuple[str, str]], host: NetlinkSession
 ) -> None:
     problems: list[VmnetError] = []
-    for binding in bindings:
-        link = host.link_by_name(binding.placeholder)
+    for mac, placeholder in placeholders:
+        link = host.link_by_name(placeholder)
         if link is not None:
             cause = BindError(
-                f"placeholder <source dev='{binding.placeholder}'> is already a name of host "
+                f"placeholder <source dev='{placeholder}'> is already a name of host "
                 f"link {link.name} (ifindex {link.index}); choose a name no link has"
             )
-            problems.append(InterfaceError(domain, binding.mac, cause))
+            problems.append(InterfaceError(domain, mac, cause))
     if problems:
         raise Failures(problems)
 
 
-def _refuse_shared_nics(domain: Domain, bindings: tuple[Binding, ...], store: StateStore) -> None:
-    taken = {
-        b.ifindex: state.domain
-        for uuid, state in store.all().items()
-        if uuid != domain.uuid
-        for b in state.bindings
-    }
+def _refuse_shared_nics(
+    domain: Domain, bindings: tuple[Binding, ...], records: list[GuestRecord], store: StateStore
+) -> None:
+    """One domain per pod NIC, whatever the modes: by host veth (l2) and by the pod's
+    namespace and NIC name (both modes)."""
+    veths: dict[int, str] = {}
+    pod_nics: dict[tuple[str, str], str] = {}
+    for uuid, state in store.all().items():
+        if uuid != domain.uuid:
+            veths.update({b.ifindex: state.domain for b in state.bindings})
+            pod_nics.update({_pod_nic(b): state.domain for b in state.bindings})
+            pod_nics.update({_pod_nic(r): state.domain for r in state.guests})
+    pod_nics.pop(("", ""), None)  # bindings written before pod NICs were recorded
+    wanted = [(b.mac, b.host_veth, veths.get(b.ifindex) or pod_nics.get(_pod_nic(b)))
+              for b in bindings]  # fmt: skip
+    wanted += [(r.nic.mac, r.nic.pod_dev, pod_nics.get(_pod_nic(r))) for r in records]
     problems: list[VmnetError] = [
-        InterfaceError(
-            domain.name,
-            b.mac,
-            BindError(
-                f"pod NIC {b.host_veth} is already used by running domain {taken[b.ifindex]!r}"
-            ),
-        )
-        for b in bindings
-        if b.ifindex in taken
-    ]
+        InterfaceError(domain.name, mac, BindError(
+            f"pod NIC {nic} is already used by running domain {holder!r}"))
+        for mac, nic, holder in wanted
+        if holder is not None
+    ]  # fmt: skip
     if problems:
         raise Failures(problems)
+
+
+def _pod_nic(held: Binding | GuestRecord) -> tuple[str, str]:
+    if isinstance(held, Binding):
+        return (held.pod_netns, held.pod_dev) if held.pod_netns else ("", "")
+    return (f"net:[{held.netns_ino}]", held.nic.pod_dev)

@@ -29,7 +29,7 @@ DOMAIN_XML = """<domain type='qemu'>
   <uuid>{uuid}</uuid>
   <metadata>
     <vmnet:interfaces xmlns:vmnet="urn:vmnet-hook:1">
-      <vmnet:interface mac="{mac}" pod-uid="{pod_uid}" dev="eth0"/>
+      <vmnet:interface mac="{mac}" pod-uid="{pod_uid}" dev="eth0" network="l2"/>
     </vmnet:interfaces>
   </metadata>
   <memory unit='MiB'>64</memory>

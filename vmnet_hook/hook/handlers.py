@@ -6,7 +6,7 @@ Which handler serves which ``(operation, subop)`` is ``hook.operations``' table.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from lxml import etree
@@ -18,10 +18,12 @@ from vmnet_hook.core.rewrite import rewrite, to_text
 from vmnet_hook.errors import Failures, InterfaceError, VmnetError
 from vmnet_hook.hook.operations import OPERATIONS
 from vmnet_hook.host.log import Log
-from vmnet_hook.host.netlink import Netlink, Pyroute2Netlink
+from vmnet_hook.host.netlink import Netlink, PodNetlink, Pyroute2Netlink
 from vmnet_hook.host.procfs import ProcFs
 from vmnet_hook.host.resolve import HostVeth, Resolver
 from vmnet_hook.host.state import StateStore
+from vmnet_hook.podnet import attach
+from vmnet_hook.podnet.record import GuestRecord
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,7 @@ class System:
 
     config: Config
     netlink: Netlink = field(default_factory=Pyroute2Netlink)
+    pod_netlink: PodNetlink = field(default_factory=Pyroute2Netlink)  # masquerade's pod side
     log: Callable[[str, str], None] = field(default_factory=lambda: Log())
 
     @property
@@ -54,36 +57,57 @@ def prepare(call: HookCall, system: System) -> str:
     tree, domain = _parse(call)
     if not domain.claims:
         return ""
-    leftovers = binding.release(domain.uuid, system.netlink, system.store)
+    leftovers = binding.release(domain.uuid, system.netlink, system.store, _disconnect(system))
     for problem in leftovers:
         system.log("warning", f"{domain.name}: leftover binding: {problem}")
-    veths = resolve_all(domain, system.resolver, system.log)
+    veths, requests = resolve_all(domain, system.resolver, system.log)
     bindings = binding.plan(domain, veths)
-    binding.bind_all(domain, bindings, system.netlink, system.store)
+    with attach.opened(requests) as paths:
+        pod_side = attach.PodSide(domain.name, domain.uuid, requests, paths, system.pod_netlink,
+                                  system.config.vm_cidr, system.config.state_dir,
+                                  system.config.proc_root) if requests else None  # fmt: skip
+        binding.bind_all(domain, bindings, system.netlink, system.store, pod_side)
     bound = {b.mac for b in bindings if binding.needs_altname(b)}
     for claim in domain.claims:
-        result = f"bound {claim.placeholder}" if claim.mac in bound else "already named"
-        _decision(system, call, claim, veths[claim.mac], result)
-    return to_text(rewrite(tree, domain.claims, lambda claim: veths[claim.mac].name))
+        if claim.network == "masquerade":
+            result, where = "pod side built", claim.placeholder
+        else:
+            result = f"bound {claim.placeholder}" if claim.mac in bound else "already named"
+            where = veths[claim.mac].name
+        _decision(system, call, claim, where, result)
+    return to_text(rewrite(tree, domain.claims, source_dev(veths)))
 
 
 def filter_xml(call: HookCall, system: System) -> str:
-    """migrate/restore begin: libvirt starts the domain with the XML printed here."""
+    """migrate/restore begin: libvirt starts the domain with the XML printed here. A
+    masqueraded NIC keeps its placeholder: the prepare that follows builds its pod side."""
     tree, domain = _parse(call)
     if not domain.claims:
         return ""
-    veths = resolve_all(domain, system.resolver, system.log)
+    veths, _requests = resolve_all(domain, system.resolver, system.log)
     for claim in domain.claims:
-        _decision(system, call, claim, veths[claim.mac], "rewritten")
-    return to_text(rewrite(tree, domain.claims, lambda claim: veths[claim.mac].name))
+        where = veths[claim.mac].name if claim.mac in veths else claim.placeholder
+        _decision(system, call, claim, where, "rewritten")
+    return to_text(rewrite(tree, domain.claims, source_dev(veths)))
 
 
 def release(call: HookCall, system: System) -> str:
     uuid = _uuid_of(call)
-    for problem in binding.release(uuid, system.netlink, system.store):
+    problems = binding.release(uuid, system.netlink, system.store, _disconnect(system))
+    for problem in problems:
         system.log("warning", f"release {call.domain}: {problem}")
-    system.log("info", f"release {call.domain}: bindings removed")
+    if not problems:
+        system.log("info", f"release {call.domain}: bindings and pod-side pieces removed")
     return ""
+
+
+def source_dev(veths: dict[str, HostVeth]) -> Callable[[Claim], str]:
+    """``l2``: the host veth; ``masquerade``: the guest's own link, named by the placeholder."""
+    return lambda claim: veths[claim.mac].name if claim.mac in veths else claim.placeholder
+
+
+def _disconnect(system: System) -> Callable[[Sequence[GuestRecord]], list[str]]:
+    return lambda records: attach.disconnect_all(records, system.pod_netlink)
 
 
 def check(call: HookCall, system: System) -> str:
@@ -127,15 +151,20 @@ def run(call: HookCall, system: System | None = None) -> str:
 
 def resolve_all(
     domain: Domain, resolver: Resolver, log: Callable[[str, str], None] = lambda _l, _m: None
-) -> dict[str, HostVeth]:
-    """Every claim's host veth, or one error line per interface that failed."""
+) -> tuple[dict[str, HostVeth], list[attach.Request]]:
+    """Each ``l2`` claim's host veth and each ``masquerade`` claim's pod, or one error line
+    per interface that failed."""
     veths: dict[str, HostVeth] = {}
+    requests: list[attach.Request] = []
     problems: list[VmnetError] = []
     for claim in domain.claims:
         log("debug", f"{domain.name} {claim.mac}: resolving {claim.selector} dev {claim.pod_dev}")
         try:
-            veths[claim.mac] = resolver.host_veth(claim.selector, claim.pod_dev)
-            found = veths[claim.mac]
+            if claim.network == "masquerade":
+                requests.append(attach.Request(claim, resolver.pod(claim.selector)))
+                log("debug", f"{domain.name} {claim.mac}: pod {requests[-1].pod.netns}")
+                continue
+            found = veths[claim.mac] = resolver.host_veth(claim.selector, claim.pod_dev)
             log(
                 "debug",
                 f"{domain.name} {claim.mac}: pod {found.pod_netns}, host veth "
@@ -145,14 +174,14 @@ def resolve_all(
             problems.append(InterfaceError(domain.name, claim.mac, error))
     if problems:
         raise Failures(problems)
-    return veths
+    return veths, requests
 
 
-def _decision(system: System, call: HookCall, claim: Claim, veth: HostVeth, result: str) -> None:
+def _decision(system: System, call: HookCall, claim: Claim, source_dev: str, result: str) -> None:
     system.log(
         "info",
-        f"{call.operation} domain={call.domain} mac={claim.mac} "
-        f"pod={claim.selector} dev={claim.pod_dev} host_veth={veth.name}: {result}",
+        f"{call.operation} domain={call.domain} mac={claim.mac} network={claim.network} "
+        f"pod={claim.selector} dev={claim.pod_dev} source_dev={source_dev}: {result}",
     )
 
 

@@ -137,6 +137,7 @@ NLMSG_ERROR, NLMSG_DONE = 2, 3
 RTM_NEWLINK, RTM_GETLINK, RTM_NEWNSID, RTM_GETNSID = 16, 18, 88, 90
 IFLA_IFNAME, IFLA_LINK, IFLA_LINKINFO, IFLA_EXT_MASK = 3, 5, 18, 29
 IFLA_LINK_NETNSID, IFLA_PROP_LIST, IFLA_ALT_IFNAME, IFLA_INFO_KIND = 37, 52, 53, 1
+IFLA_MTU, IFLA_MASTER, IFLA_IFALIAS = 4, 10, 20
 NETNSA_NSID, NETNSA_FD = 1, 3
 RTEXT_FILTER_SKIP_STATS = 1 << 3
 NLA_TYPE_MASK = 0x3FFF
@@ -200,7 +201,7 @@ def _exchange(
 
 def _link(data: bytes, start: int, end: int) -> Link:
     index = _IFINFO.unpack_from(data, start)[2]
-    name, kind, peer_index, peer_nsid = "", None, None, None
+    name, kind, peer_index, peer_nsid, alias, master, mtu = "", None, None, None, None, None, 0
     altnames: list[str] = []
     for attr, at, until in _attrs(data, start + _IFINFO.size, end):
         if attr == IFLA_IFNAME:
@@ -213,7 +214,12 @@ def _link(data: bytes, start: int, end: int) -> Link:
             kind = next(_texts(data, at, until, IFLA_INFO_KIND), None)
         elif attr == IFLA_PROP_LIST:
             altnames += _texts(data, at, until, IFLA_ALT_IFNAME)
-    return Link(int(index), name, kind, peer_index, peer_nsid, tuple(altnames))
+        elif attr == IFLA_IFALIAS:
+            alias = _text(data, at, until)
+        elif attr in (IFLA_MTU, IFLA_MASTER):
+            value = int(_U32.unpack_from(data, at)[0])
+            mtu, master = (value, master) if attr == IFLA_MTU else (mtu, value)
+    return Link(int(index), name, kind, peer_index, peer_nsid, tuple(altnames), alias, mtu, master)
 
 
 def _attrs(data: bytes, start: int, end: int) -> Iterator[tuple[int, int, int]]:

@@ -16,10 +16,11 @@ from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from vmnet_hook.errors import BindError, ReadError
+from vmnet_hook.errors import BindError, PodNetError, ReadError
 from vmnet_hook.host.netns import run_in_netns
 
 NSID_NOT_ASSIGNED = 0xFFFFFFFF
+RTN_UNICAST, RTN_BLACKHOLE, RTN_UNREACHABLE, RTN_PROHIBIT = 1, 6, 7, 8
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,9 @@ class Link:
     peer_index: int | None  # IFLA_LINK
     peer_nsid: int | None  # IFLA_LINK_NETNSID, None when the peer is in the same netns
     altnames: tuple[str, ...]
+    alias: str | None = None  # IFLA_IFALIAS
+    mtu: int = 0
+    master: int | None = None  # IFLA_MASTER: the bridge (or bond) this link is a port of
 
 
 class NetlinkSession(Protocol):
@@ -48,6 +52,28 @@ class Netlink(Protocol):
 
     def host(self) -> AbstractContextManager[NetlinkSession]: ...
     def netns(self, path: str) -> AbstractContextManager[NetlinkSession]: ...
+
+
+class PodSession(NetlinkSession, Protocol):
+    """What building a masqueraded NIC's pod side needs besides reading links."""
+
+    def ipv4_addresses(self) -> list[tuple[int, str]]: ...
+    def ipv4_routes(self) -> list[tuple[str, int | None]]: ...
+    def add_veth(
+        self, name: str, peer: str, peer_netns_fd: int, peer_mac: str, mtu: int
+    ) -> None: ...
+    def set_link(
+        self, index: int, *, up: bool | None = None, alias: str | None = None
+    ) -> None: ...
+    def add_address(self, index: int, address: str, prefixlen: int) -> None: ...
+    def del_link(self, index: int) -> None: ...
+
+
+class PodNetlink(Protocol):
+    """``Netlink`` whose sessions can also make links, addresses and read routes."""
+
+    def host(self) -> AbstractContextManager[PodSession]: ...
+    def netns(self, path: str) -> AbstractContextManager[PodSession]: ...
 
 
 class Pyroute2Session:
@@ -77,6 +103,58 @@ class Pyroute2Session:
 
     def del_altname(self, index: int, altname: str) -> None:
         self._change("property_del", index, altname)
+
+    def ipv4_addresses(self) -> list[tuple[int, str]]:
+        """(ifindex, "address/prefixlen") of every IPv4 address."""
+        return [
+            (int(msg["index"]), f"{msg.get_attr('IFA_ADDRESS')}/{msg['prefixlen']}")
+            for msg in self._ipr.addr("dump", family=socket.AF_INET)
+        ]
+
+    def ipv4_routes(self) -> list[tuple[str, int | None]]:
+        """("destination/prefixlen", output ifindex) of every IPv4 route in every table
+        (pyroute2 dumps them all unless given a table)."""
+        routes = []
+        for msg in self._ipr.route("dump", family=socket.AF_INET):
+            if msg["type"] not in (RTN_UNICAST, RTN_BLACKHOLE, RTN_UNREACHABLE, RTN_PROHIBIT):
+                continue  # local, broadcast and multicast routes follow the addresses
+            dst = msg.get_attr("RTA_DST") or "0.0.0.0"
+            routes.append((f"{dst}/{msg['dst_len']}", msg.get_attr("RTA_OIF")))
+        return routes
+
+    def add_veth(self, name: str, peer: str, peer_netns_fd: int, peer_mac: str, mtu: int) -> None:
+        peer_spec = {"ifname": peer, "net_ns_fd": peer_netns_fd, "address": peer_mac, "mtu": mtu}
+        self._write(f"create veth pair {name}/{peer}", "link", "add", ifname=name,
+                    kind="veth", mtu=mtu, peer=peer_spec)  # fmt: skip
+
+    def set_link(self, index: int, *, up: bool | None = None, alias: str | None = None) -> None:
+        changes: dict[str, Any] = {}
+        if up is not None:
+            changes["state"] = "up" if up else "down"
+        if alias is not None:
+            changes["ifalias"] = alias
+        self._write(f"set link {index}", "link", "set", index=index, **changes)
+
+    def add_address(self, index: int, address: str, prefixlen: int) -> None:
+        self._write(f"add {address}/{prefixlen} to link {index}", "addr", "add",
+                    index=index, address=address, prefixlen=prefixlen)  # fmt: skip
+
+    def del_link(self, index: int) -> None:
+        from pyroute2.netlink.exceptions import NetlinkError
+
+        try:
+            self._ipr.link("del", index=index)
+        except NetlinkError as error:
+            if error.code != errno.ENODEV:
+                raise PodNetError(f"cannot delete link {index}: {error}") from None
+
+    def _write(self, what: str, method: str, command: str, **spec: Any) -> None:
+        from pyroute2.netlink.exceptions import NetlinkError
+
+        try:
+            getattr(self._ipr, method)(command, **spec)
+        except NetlinkError as error:
+            raise PodNetError(f"cannot {what}: {error}") from None
 
     def _change(self, command: str, index: int, altname: str) -> None:
         from pyroute2.netlink.exceptions import NetlinkError
@@ -136,4 +214,7 @@ def _link(msg: Any) -> Link:
         peer_index=msg.get_attr("IFLA_LINK"),
         peer_nsid=None if peer_nsid is None else int(peer_nsid),
         altnames=altnames,
+        alias=msg.get_attr("IFLA_IFALIAS"),
+        mtu=int(msg.get_attr("IFLA_MTU") or 0),
+        master=msg.get_attr("IFLA_MASTER"),
     )

@@ -21,6 +21,7 @@ class HostVeth:
     index: int
     pod_dev: str
     pod_netns: NetnsId
+    bridge: str | None = None  # the bridge the host veth is a port of
 
 
 class Resolver:
@@ -30,6 +31,11 @@ class Resolver:
         self.config = config
         self.netlink = netlink
         self.proc = proc or ProcFs(config.proc_root)
+
+    def pod(self, selector: Selector) -> PodNetns:
+        """The pod's network namespace (for ``masquerade``, which needs no host veth)."""
+        policy.check(selector, self.config)
+        return find_pod(selector, self.config, self.proc)
 
     def host_veth(self, selector: Selector, pod_dev: str) -> HostVeth:
         policy.check(selector, self.config)
@@ -48,6 +54,7 @@ def host_end(pod: PodNetns, pod_dev: str, netlink: Netlink) -> HostVeth:
     with netlink.host() as host:
         peer = host.link_by_index(pod_link.peer_index)
         pod_nsid = host.nsid_of(pod.path)
+        master = host.link_by_index(peer.master) if peer and peer.master else None
     if peer is None or peer.kind != "veth":
         what = "no link" if peer is None else f"{peer.name}, a {peer.kind or 'physical'} link"
         raise LinkRefused(
@@ -61,7 +68,8 @@ def host_end(pod: PodNetns, pod_dev: str, netlink: Netlink) -> HostVeth:
             "refused rather than guessed"
         )
     _still_the_pods_netns(pod)
-    return HostVeth(peer.name, peer.index, pod_dev, pod.netns)
+    bridge = master.name if master is not None else None
+    return HostVeth(peer.name, peer.index, pod_dev, pod.netns, bridge)
 
 
 def _still_the_pods_netns(pod: PodNetns) -> None:

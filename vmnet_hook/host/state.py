@@ -11,6 +11,8 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 
 from vmnet_hook.errors import StateError
+from vmnet_hook.podnet import record
+from vmnet_hook.podnet.record import GuestRecord
 
 
 @dataclass(frozen=True)
@@ -19,12 +21,15 @@ class Binding:
     placeholder: str
     host_veth: str
     ifindex: int
+    pod_netns: str = ""  # "net:[INODE]" of the pod, and its NIC: who holds which pod NIC
+    pod_dev: str = ""
 
 
 @dataclass(frozen=True)
 class DomainState:
     domain: str
     bindings: tuple[Binding, ...]
+    guests: tuple[GuestRecord, ...] = ()  # network='masquerade' NICs
 
 
 class StateStore:
@@ -38,7 +43,11 @@ class StateStore:
         try:
             with open(self.path(uuid), encoding="utf-8") as handle:
                 raw = json.load(handle)
-            return DomainState(raw["domain"], tuple(Binding(**b) for b in raw["bindings"]))
+            return DomainState(
+                raw["domain"],
+                tuple(Binding(**b) for b in raw["bindings"]),
+                tuple(record.from_dict(g) for g in raw.get("guests", [])),
+            )
         except FileNotFoundError:
             return None
         except (OSError, ValueError, KeyError, TypeError) as error:

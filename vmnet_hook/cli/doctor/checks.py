@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
-from vmnet_hook.cli.doctor.facts import DAEMONS, LIBVIRT_HOOKS_DIR, Facts
+from vmnet_hook.cli.doctor.facts import DAEMONS, LIBVIRT_HOOKS_DIR, MASQUERADE_TOOLS, Facts
 
 QEMU_D_SINCE = (6, 5)  # libvirt runs hooks/qemu.d/* since 6.5
 PYROUTE2_SINCE = (0, 9)  # setup.cfg's floor: the netns and altname calls netlink.py makes
@@ -276,6 +276,18 @@ def check_selinux(facts: Facts) -> Check:
     )
 
 
+def check_masquerade_tools(facts: Facts) -> Check:
+    if not facts.missing_tools:
+        return ok("masquerade", "dnsmasq and nft found: network='masquerade' can build pods' side")
+    packages = " ".join(MASQUERADE_TOOLS[tool] for tool in facts.missing_tools)
+    return fail(
+        "masquerade",
+        f"{' and '.join(facts.missing_tools)} not found: network='masquerade' (the default) "
+        "cannot start; network='l2' still works",
+        f"apt-get install {packages}",
+    )
+
+
 CHECKS: tuple[Callable[[Facts], Check], ...] = (
     check_config,
     check_kernel_altname,
@@ -287,6 +299,7 @@ CHECKS: tuple[Callable[[Facts], Check], ...] = (
     check_cgroups,
     check_pod_logs,
     check_selinux,
+    check_masquerade_tools,
 )
 
 

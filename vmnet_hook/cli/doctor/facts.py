@@ -76,6 +76,9 @@ class SELinux:
     hooks_unconfined: bool | None  # None: the policy has no virt_hooks_unconfined boolean
 
 
+MASQUERADE_TOOLS = {"dnsmasq": "dnsmasq-base", "nft": "nftables"}  # tool: Debian package
+
+
 @dataclass(frozen=True)
 class Facts:
     paths: Paths
@@ -95,6 +98,7 @@ class Facts:
     cgroup_mounts: tuple[tuple[str, str], ...]  # (type, mount point)
     pod_log_dirs: int | None  # None: pod_log_dir does not exist
     selinux: SELinux
+    missing_tools: tuple[str, ...] = ()  # of MASQUERADE_TOOLS, those not on the search path
 
     @property
     def settings(self) -> Config:

@@ -21,6 +21,7 @@ from vmnet_hook.cli.doctor.facts import (
     HOOK_PATH,
     HUP_RECORD,
     MARKER,
+    MASQUERADE_TOOLS,
     Daemon,
     Facts,
     HookFile,
@@ -69,6 +70,9 @@ def gather(paths: Paths, environ: Mapping[str, str] = os.environ) -> Facts:
         cgroup_mounts=tuple(cgroup_mounts(proc_root)),
         pod_log_dirs=_count_dirs(pod_log_dir),
         selinux=read_selinux(paths.selinux_dir),
+        missing_tools=tuple(
+            tool for tool in MASQUERADE_TOOLS if shutil.which(tool, path=paths.search_path) is None
+        ),
     )
 
 

@@ -1,0 +1,186 @@
+"""The masqueraded NICs of one domain, from their pods to their records and back:
+``records_for`` reads each pod and plans (under the caller's host-wide lock); the
+caller saves the records, then ``connect_all``; ``disconnect_all`` undoes them."""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import os
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+from vmnet_hook.core.annotation import Claim
+from vmnet_hook.errors import Failures, InterfaceError, PodNetError, PodNotFound, VmnetError
+from vmnet_hook.host.netlink import PodNetlink, PodSession
+from vmnet_hook.host.pods import PodNetns
+from vmnet_hook.podnet import dhcp, kernel, wire
+from vmnet_hook.podnet.plan import Dns, GuestNic, PodFacts, Wanted, parse_owner, plan
+from vmnet_hook.podnet.record import GuestRecord
+
+
+@dataclass(frozen=True)
+class Request:
+    """A masqueraded claim and the pod namespace it resolved to."""
+
+    claim: Claim
+    pod: PodNetns
+
+
+@contextlib.contextmanager
+def opened(requests: Sequence[Request]) -> Iterator[dict[str, str]]:
+    """Each claim's pod namespace held open (MAC -> ``/proc/self/fd/N``), checked to be the
+    namespace that was resolved: a pid reused meanwhile cannot send us to another pod."""
+    with contextlib.ExitStack() as stack:
+        paths = {}
+        for request in requests:
+            fd = _open_netns(request.pod)
+            stack.callback(os.close, fd)
+            paths[request.claim.mac] = f"/proc/self/fd/{fd}"
+        yield paths
+
+
+def records_for(
+    domain: str, uuid: str, requests: Sequence[Request], paths: dict[str, str],
+    netlink: PodNetlink, vm_cidr: str, state_dir: str, proc_root: str,
+) -> tuple[GuestRecord, ...]:  # fmt: skip
+    """Read each pod, refuse pod NICs another domain holds, clean this domain's own
+    leftovers, and plan. Nothing is made here."""
+    _refuse_one_nic_twice(domain, requests)
+    facts: dict[str, PodFacts] = {}
+    dns: dict[str, Dns] = {}
+    forwarding: dict[str, str] = {}
+    problems: list[VmnetError] = []
+    for request in requests:
+        mac, path = request.claim.mac, paths[request.claim.mac]
+        try:
+            facts[mac] = _read_pod(uuid, request.claim, path, netlink)
+            forwarding[mac] = wire.read_sysctl(path, f"{request.claim.pod_dev}/forwarding")
+            dns[mac] = kernel.read_dns(request.pod.pids, proc_root)
+        except VmnetError as error:
+            problems.append(InterfaceError(domain, mac, error))
+    if problems:
+        raise Failures(problems)
+    wanted = [Wanted(r.claim.mac, r.claim.placeholder, r.claim.pod_dev, r.claim.pod_ports)
+              for r in requests]  # fmt: skip
+    try:
+        nics = plan(uuid, wanted, facts, dns, ipaddress.IPv4Network(vm_cidr))
+    except PodNetError as error:
+        raise Failures([InterfaceError(domain, wanted[0].mac, error)]) from None
+    return tuple(
+        _record(nic_request, nic, forwarding[nic.mac], state_dir)
+        for nic_request, nic in zip(requests, nics, strict=True)
+    )
+
+
+def connect_all(
+    domain: str, records: list[GuestRecord], paths: dict[str, str], netlink: PodNetlink,
+    save: Callable[[], None],
+) -> None:  # fmt: skip
+    """Make each record's pieces; ``records`` is updated in place as dnsmasq pids become
+    known, and ``save`` writes them."""
+    for index, record in enumerate(records):
+
+        def progress(updated: GuestRecord, index: int = index) -> None:
+            records[index] = updated
+            save()
+
+        try:
+            wire.connect(record, paths[record.nic.mac], netlink, progress)
+        except VmnetError as error:
+            raise Failures([InterfaceError(domain, record.nic.mac, error)]) from None
+
+
+def disconnect_all(records: Sequence[GuestRecord], netlink: PodNetlink) -> list[str]:
+    return [problem for record in records for problem in wire.disconnect(record, netlink)]
+
+
+def _read_pod(uuid: str, claim: Claim, path: str, netlink: PodNetlink) -> PodFacts:
+    with netlink.netns(path) as inside:
+        for owner in kernel.holders(inside, path):
+            if owner["dev"] == claim.pod_dev and owner["uuid"] != uuid:
+                raise PodNetError(
+                    f"pod NIC {claim.pod_dev} already carries a guest of domain "
+                    f"{owner['uuid']} (mac {owner['mac']}); stop that domain first"
+                )
+        _clean_own_leftovers(uuid, claim, path, inside)
+        return kernel.read_facts(inside, claim.pod_dev)
+
+
+def _clean_own_leftovers(uuid: str, claim: Claim, path: str, inside: PodSession) -> None:
+    """Pieces this domain left for this NIC (its state lost) are its own: remove them."""
+    for link in inside.links():
+        owner = parse_owner(link.alias or "")
+        if owner and owner["uuid"] == uuid and owner["mac"] == claim.mac:
+            inside.del_link(link.index)
+    for table, comment in kernel.nft_comments(path).items():
+        owner = parse_owner(comment)
+        if owner and owner["uuid"] == uuid and owner["mac"] == claim.mac:
+            kernel.run_tool(path, [kernel.NFT, "delete", "table", "ip", table])
+
+
+def _record(
+    request: Request, nic: GuestNic, forwarding_before: str, state_dir: str
+) -> GuestRecord:
+    pod = request.pod
+    pid_file, lease_file = dhcp.files(state_dir, nic)
+    return GuestRecord(
+        nic=nic,
+        netns_dev=pod.netns.dev,
+        netns_ino=pod.netns.ino,
+        netns_paths=(pod.path, *(f"/proc/{pid}/ns/net" for pid in pod.pids[:4])),
+        forwarding_before=forwarding_before,
+        pid_file=pid_file,
+        lease_file=lease_file,
+    )
+
+
+def _open_netns(pod: PodNetns) -> int:
+    try:
+        fd = os.open(pod.path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as error:
+        raise PodNotFound(f"the pod's namespace at {pod.path} is gone: {error.strerror}") from None
+    info = os.fstat(fd)
+    if (info.st_dev, info.st_ino) != (pod.netns.dev, pod.netns.ino):
+        os.close(fd)
+        raise PodNotFound(
+            f"the pod's namespace at {pod.path} changed while it was read; try again"
+        )
+    return fd
+
+
+def _refuse_one_nic_twice(domain: str, requests: Sequence[Request]) -> None:
+    seen: dict[tuple[object, str], str] = {}
+    for request in requests:
+        key = (request.pod.netns, request.claim.pod_dev)
+        if key in seen:
+            raise Failures([InterfaceError(domain, request.claim.mac, PodNetError(
+                f"pod NIC {request.claim.pod_dev} of {request.pod.netns} is also claimed by "
+                f"interface {seen[key]}; one pod NIC serves one domain NIC"))])  # fmt: skip
+        seen[key] = request.claim.mac
+
+
+@dataclass
+class PodSide:
+    """``binding.PodSide`` for one domain's masqueraded NICs, their pods held open."""
+
+    domain: str
+    uuid: str
+    requests: Sequence[Request]
+    paths: dict[str, str]
+    netlink: PodNetlink
+    vm_cidr: str
+    state_dir: str
+    proc_root: str
+
+    def records(self) -> list[GuestRecord]:
+        return list(
+            records_for(self.domain, self.uuid, self.requests, self.paths, self.netlink,
+                        self.vm_cidr, self.state_dir, self.proc_root)
+        )  # fmt: skip
+
+    def connect(self, records: list[GuestRecord], save: Callable[[], None]) -> None:
+        connect_all(self.domain, records, self.paths, self.netlink, save)
+
+    def disconnect(self, records: Sequence[GuestRecord]) -> list[str]:
+        return disconnect_all(records, self.netlink)

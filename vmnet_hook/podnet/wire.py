@@ -1,0 +1,236 @@
+"""Connect a masqueraded NIC in its pod, and disconnect it from its record."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+
+import psutil
+
+from vmnet_hook.errors import PodNetError, VmnetError
+from vmnet_hook.host.netlink import PodNetlink
+from vmnet_hook.host.netns import run_in_netns
+from vmnet_hook.podnet import dhcp, kernel, nft
+from vmnet_hook.podnet.plan import GuestNic, parse_owner
+from vmnet_hook.podnet.record import GuestRecord
+
+CONF = "/proc/sys/net/ipv4/conf"
+MISSING_TOOL = "{tool} is not installed: apt-get install {package} (network='masquerade' needs it)"
+
+
+def connect(
+    record: GuestRecord, pod_path: str, netlink: PodNetlink, save: Callable[[GuestRecord], None]
+) -> GuestRecord:
+    """Make every piece of ``record`` in the pod open at ``pod_path`` (its namespace checked
+    by the caller). The record is already saved; the dnsmasq pid is saved once known."""
+    nic = record.nic
+    _make_link(nic, pod_path, netlink)
+    write_sysctls(pod_path, {f"{nic.pod_end}/forwarding": "1",
+                             f"{nic.pod_end}/send_redirects": "0",
+                             f"{nic.pod_dev}/forwarding": "1"})  # fmt: skip
+    _tool(pod_path, [kernel.NFT, "-f", "-"], nft.ruleset(nic), "nftables")
+    pid, started = _start_dnsmasq(record, pod_path)
+    record = record.started(pid, started)
+    save(record)
+    return record
+
+
+def disconnect(record: GuestRecord, netlink: PodNetlink) -> list[str]:
+    """Undo ``record``: what is already gone is fine; what cannot be undone is returned."""
+    problems: list[str] = []
+    fd = open_pod_netns(record)
+    try:
+        if fd is not None:
+            problems += _clear_pod(record, f"/proc/self/fd/{fd}", netlink)
+        problems += _clear_host_end(record, netlink)
+        stop_dnsmasq(record)
+    finally:
+        if fd is not None:
+            os.close(fd)
+    for path in (record.pid_file, record.lease_file):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+    return problems
+
+
+def open_pod_netns(record: GuestRecord) -> int | None:
+    """An fd of the recorded namespace, if it still exists and some path still reaches it."""
+    candidates = [*record.netns_paths]
+    for pid in (record.dnsmasq_pid, _pid_in(record.pid_file)):
+        if pid is not None:
+            candidates.append(f"/proc/{pid}/ns/net")
+    for path in candidates:
+        with contextlib.suppress(OSError):
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            info = os.fstat(fd)
+            if (info.st_dev, info.st_ino) == (record.netns_dev, record.netns_ino):
+                return fd
+            os.close(fd)
+    return None
+
+
+def _make_link(nic: GuestNic, pod_path: str, netlink: PodNetlink) -> None:
+    fd = os.open(pod_path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        with netlink.host() as host:
+            host.add_veth(nic.placeholder, nic.pod_end, fd, nic.gateway_mac, nic.mtu)
+    finally:
+        os.close(fd)
+    with netlink.netns(pod_path) as inside:
+        pod_end = inside.link_by_name(nic.pod_end)
+        if pod_end is None:
+            raise PodNetError(f"the guest's link {nic.pod_end} vanished from the pod")
+        inside.set_link(pod_end.index, alias=nic.owner)
+        inside.add_address(pod_end.index, nic.gateway, 30)
+        inside.set_link(pod_end.index, up=True)
+    with netlink.host() as host:
+        host_end = host.link_by_name(nic.placeholder)
+        if host_end is None:
+            raise PodNetError(f"the guest's link {nic.placeholder} vanished from the host")
+        host.set_link(host_end.index, up=True)
+
+
+def read_sysctl(pod_path: str, name: str) -> str:
+    def read() -> str:
+        with open(f"{CONF}/{name}", encoding="ascii") as handle:
+            return handle.read().strip()
+
+    return run_in_netns(pod_path, read)
+
+
+def write_sysctls(pod_path: str, values: dict[str, str]) -> None:
+    def write() -> None:
+        for name, value in values.items():
+            with open(f"{CONF}/{name}", "w", encoding="ascii") as handle:
+                handle.write(value)
+
+    try:
+        run_in_netns(pod_path, write)
+    except OSError as error:
+        raise PodNetError(f"cannot set net.ipv4.conf sysctls in the pod: {error}") from None
+
+
+def _tool(pod_path: str, argv: list[str], stdin: str, package: str) -> str:
+    try:
+        return kernel.run_tool(pod_path, argv, stdin)
+    except FileNotFoundError:
+        raise PodNetError(MISSING_TOOL.format(tool=argv[0], package=package)) from None
+
+
+def _start_dnsmasq(record: GuestRecord, pod_path: str) -> tuple[int, float]:
+    nic = record.nic
+    state_dir = os.path.dirname(record.pid_file)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(record.pid_file)
+    with tempfile.TemporaryFile(dir=state_dir) as complaints:
+
+        def start() -> int:
+            return subprocess.run(
+                dhcp.argv(nic, state_dir), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                stderr=complaints, timeout=kernel.TOOL_SECONDS, close_fds=True, check=False,
+            ).returncode  # fmt: skip
+
+        try:
+            status = run_in_netns(pod_path, start)
+        except FileNotFoundError:
+            raise PodNetError(
+                MISSING_TOOL.format(tool="dnsmasq", package="dnsmasq-base")
+            ) from None
+        complaints.seek(0)
+        said = complaints.read(4096).decode("utf-8", "replace").strip().splitlines()
+    pid = _pid_in(record.pid_file)
+    if status != 0 or pid is None:
+        raise PodNetError(
+            f"dnsmasq for {nic.pod_end} did not start: {(said or ['no message'])[-1]}"
+        )
+    try:
+        return pid, psutil.Process(pid).create_time()
+    except psutil.Error:
+        raise PodNetError(f"dnsmasq for {nic.pod_end} exited as it started") from None
+
+
+def stop_dnsmasq(record: GuestRecord) -> None:
+    """End the recorded dnsmasq: by recorded pid and start time, or (killed before they were
+    recorded) by its pid file and a command line naming that pid file. A zombie is gone."""
+    process = _recorded_dnsmasq(record)
+    if process is None:
+        return
+    with contextlib.suppress(psutil.Error):
+        process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 1.0
+        while process.is_running() and process.status() != psutil.STATUS_ZOMBIE:
+            if time.monotonic() > deadline:
+                process.kill()
+                break
+            time.sleep(0.01)
+
+
+def _recorded_dnsmasq(record: GuestRecord) -> psutil.Process | None:
+    with contextlib.suppress(psutil.Error):
+        if record.dnsmasq_pid is not None:
+            process = psutil.Process(record.dnsmasq_pid)
+            if process.create_time() == record.dnsmasq_started and _alive(process):
+                return process
+            return None
+        pid = _pid_in(record.pid_file)
+        if pid is not None:
+            process = psutil.Process(pid)
+            if f"--pid-file={record.pid_file}" in process.cmdline() and _alive(process):
+                return process
+    return None
+
+
+def _alive(process: psutil.Process) -> bool:
+    return process.status() != psutil.STATUS_ZOMBIE
+
+
+def _pid_in(path: str) -> int | None:
+    with contextlib.suppress(OSError, ValueError), open(path, encoding="ascii") as handle:
+        return int(handle.read(32).strip())
+    return None
+
+
+def _clear_pod(record: GuestRecord, pod_path: str, netlink: PodNetlink) -> list[str]:
+    nic, problems = record.nic, []
+    try:
+        comment = kernel.nft_comments(pod_path).get(nic.table)
+        if comment is not None and parse_owner(comment) == parse_owner(nic.owner):
+            kernel.run_tool(pod_path, [kernel.NFT, "-f", "-"], nft.delete(nic.table))
+    except (VmnetError, FileNotFoundError) as error:
+        problems.append(f"nft table {nic.table}: {error}")
+    try:
+        with netlink.netns(pod_path) as inside:
+            pod_end = inside.link_by_name(nic.pod_end)
+            if (
+                pod_end is not None
+                and pod_end.kind == "veth"
+                and pod_end.alias in (None, nic.owner)
+            ):
+                inside.del_link(pod_end.index)
+            if inside.link_by_name(nic.pod_dev) is not None:
+                write_sysctls(pod_path, {f"{nic.pod_dev}/forwarding": record.forwarding_before})
+    except VmnetError as error:
+        problems.append(f"guest link {nic.pod_end}: {error}")
+    return problems
+
+
+def _clear_host_end(record: GuestRecord, netlink: PodNetlink) -> list[str]:
+    """The host end goes with its pod end; a host end whose peer is gone is ours alone
+    (no link had the placeholder's name when prepare made it)."""
+    try:
+        with netlink.host() as host:
+            host_end = host.link_by_name(record.nic.placeholder)
+            if (
+                host_end is not None
+                and host_end.kind == "veth"
+                and host_end.name == record.nic.placeholder
+            ):
+                host.del_link(host_end.index)
+    except VmnetError as error:
+        return [f"guest link {record.nic.placeholder}: {error}"]
+    return []
