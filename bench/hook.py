@@ -57,6 +57,7 @@ TIME = "/usr/bin/time"  # GNU time (Debian package "time"), for peak RSS
 HAVE_TIME = os.access(TIME, os.X_OK)
 TARGET_NOOP_RATIO = 1.5
 TARGET_PREPARE_MS = 300.0
+TARGET_MASQUERADE_MS = 350.0  # builds the pod side: veth, addresses, nft, dnsmasq
 TARGET_PREPARE_RSS_MB = 60.0
 
 # A hook as one might write it by hand: no veth or both-ends checks, no state, no rewrite.
@@ -439,6 +440,37 @@ def bench_prepare(
     import_costs(rounds, base_env)
 
 
+# (d) prepare by network mode ------------------------------------------------------------
+
+
+def bench_modes(rounds: int, base_env: dict[str, str], work: Path, pod: sandbox.Pod) -> None:
+    """Annotated ``prepare begin`` in each network mode on one pod, interleaved, each
+    followed by an untimed ``release end``. The pod's eth0 gets a documentation address
+    (inside its own namespace) for masquerade to NAT to."""
+    subprocess.run(["ip", "-n", pod.name, "addr", "add", "198.51.100.250/32", "dev", "eth0"],
+                   check=True)  # fmt: skip
+    l2_xml, _placeholder = annotated_for(pod)
+    xmls = {"l2": l2_xml, "masquerade": l2_xml.replace(b' network="l2"', b"")}
+    env = {**base_env, "VMNET_HOOK_STATE_DIR": str(work / "modes")}
+    rows = {mode: Row(f"prepare begin, network={mode}") for mode in xmls}
+    for round_index in range(rounds + 1):  # round 0 warms up
+        for mode in list(xmls)[:: 1 if round_index % 2 else -1]:
+            run = checked(spawn([sys.executable, HOOK, DOMAIN, "prepare", "begin", "-"],
+                                xmls[mode], env), f"prepare {mode}")  # fmt: skip
+            checked(spawn([sys.executable, HOOK, DOMAIN, "release", "end", "-"], xmls[mode], env),
+                    f"release {mode}")  # fmt: skip
+            if round_index:
+                rows[mode].add(run)
+    targets = {"l2": TARGET_PREPARE_MS, "masquerade": TARGET_MASQUERADE_MS}
+    table(
+        f"(d) annotated prepare begin by network mode, same pod, median of {rounds}",
+        ["mode", "ms", "target ms", "verdict"],
+        [[mode, f"{row.ms:.0f}", f"{targets[mode]:.0f}",
+          "meets" if row.ms <= targets[mode] else "MISSES"] for mode, row in rows.items()],
+    )  # fmt: skip
+    print(f"  masquerade / l2: {rows['masquerade'].ms / rows['l2'].ms:.2f}x")
+
+
 def import_tree(xml: bytes, env: dict[str, str], release: list[str]) -> None:
     """One ``-X importtime`` prepare: each top-level import with all it pulled in first,
     and pyroute2's own top-level imports."""
@@ -555,6 +587,7 @@ def main(argv: list[str] | None = None) -> int:
             with pod_for_bench() as pod:
                 prepare = bench_cycle(args.rounds, work, base_env, pod)
                 bench_prepare(args.rounds, base_env, work, pod, prepare)
+                bench_modes(args.rounds, base_env, work, pod)
         except KeyboardInterrupt:
             print("\ninterrupted; pods and temporary files removed", file=sys.stderr)
             return 130

@@ -61,3 +61,33 @@ def test_a_domain_without_uuid_or_nic_gets_both() -> None:
 def test_refuses_to_turn_a_non_direct_interface_into_a_pod_nic() -> None:
     with pytest.raises(AnnotationError, match="interface 52:54:00:00:00:09 is type='network'"):
         annotate(parse_xml(PLAIN.encode()), POD, "eth0", "52:54:00:00:00:09")
+
+
+def test_network_and_pod_ports_are_written_only_when_given() -> None:
+    default = parse_domain(annotate(parse_xml(PLAIN.encode()), POD, "eth0"))
+    assert (default.claims[0].network, default.claims[0].pod_ports) == ("masquerade", ())
+    assert "network=\"m" not in to_text(annotate(parse_xml(PLAIN.encode()), POD, "eth0"))
+    tree = annotate(parse_xml(PLAIN.encode()), POD, "eth0", network="masquerade",
+                    pod_ports="tcp/9091 udp/53")  # fmt: skip
+    (claim,) = parse_domain(tree).claims
+    assert claim.network == "masquerade" and [str(p) for p in claim.pod_ports] == [
+        "tcp/9091",
+        "udp/53",
+    ]
+    l2 = parse_domain(annotate(parse_xml(PLAIN.encode()), POD, "eth0", network="l2"))
+    assert l2.claims[0].network == "l2"
+
+
+@pytest.mark.parametrize(
+    ("network", "pod_ports", "message"),
+    [
+        ("l2", "tcp/9091", "pod-ports goes with network='masquerade' only"),
+        ("masquerade", "tcp/99999", "pod-ports: 'tcp/99999' is not PROTO/PORT"),
+        ("bridge", None, "network='bridge' is not one of masquerade, l2"),
+    ],
+)
+def test_bad_network_or_pod_ports_are_refused(
+    network: str, pod_ports: str | None, message: str
+) -> None:
+    with pytest.raises(AnnotationError, match=message):
+        annotate(parse_xml(PLAIN.encode()), POD, "eth0", network=network, pod_ports=pod_ports)

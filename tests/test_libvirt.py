@@ -401,7 +401,7 @@ def test_annotate_define_start_then_status_and_doctor(
     plain = plain[: plain.index("<metadata>")] + plain[plain.index("</metadata>") + 12 :]
     plain = plain.replace("<name>vm1</name>", f"<name>{name}</name>").replace(
         "<uuid>6f1c2a9e-3b4d-4c5e-8f90-a1b2c3d4e5f6</uuid>", "")  # fmt: skip
-    annotated = subprocess.run([VMNET_HOOK, "annotate", "-", "--netns", pod.name, "--dev", "eth0"],
+    annotated = subprocess.run([VMNET_HOOK, "annotate", "-", "--netns", pod.name, "--dev", "eth0", "--network", "l2"],
                                input=plain, capture_output=True, text=True, timeout=60)  # fmt: skip
     assert annotated.returncode == 0, annotated.stderr
     path = tmp_path / "annotated.xml"

@@ -144,7 +144,22 @@ def pods(as_json: bool) -> None:
 @dev_option
 @selector_options
 @click.option("--mac", help="which interface (added as a direct interface if the domain lacks it)")
-def annotate(xml_file: BinaryIO, pod_dev: str, mac: str | None, **selectors: str | None) -> None:
+@click.option(
+    "--network",
+    type=click.Choice(["masquerade", "l2"]),
+    help="the guest's network (default when not written: masquerade)",
+)
+@click.option(
+    "--pod-ports", help="with masquerade, ports that stay with the pod: 'tcp/9091 udp/53'"
+)
+def annotate(
+    xml_file: BinaryIO,
+    pod_dev: str,
+    mac: str | None,
+    network: str | None,
+    pod_ports: str | None,
+    **selectors: str | None,
+) -> None:
     """Add or update a domain's vmnet annotation and set a placeholder <source dev>.
 
     The output is ready for `virsh define`. The domain's one direct interface is used
@@ -159,7 +174,9 @@ def annotate(xml_file: BinaryIO, pod_dev: str, mac: str | None, **selectors: str
     from vmnet_hook.core.annotation import parse_xml
     from vmnet_hook.core.rewrite import to_text
 
-    tree = annotated(parse_xml(xml_file.read()), selector_from(selectors), pod_dev, mac)
+    tree = annotated(
+        parse_xml(xml_file.read()), selector_from(selectors), pod_dev, mac, network, pod_ports
+    )
     click.echo(to_text(tree), nl=False)
 
 

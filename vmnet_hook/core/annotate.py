@@ -28,8 +28,15 @@ VMNET = f"{{{NAMESPACE_URI}}}"
 
 
 def annotate(
-    tree: etree._ElementTree, selector: Selector, pod_dev: str, mac: str | None = None
+    tree: etree._ElementTree,
+    selector: Selector,
+    pod_dev: str,
+    mac: str | None = None,
+    network: str | None = None,
+    pod_ports: str | None = None,
 ) -> etree._ElementTree:
+    """The domain with ``mac``'s interface annotated; ``network`` and ``pod-ports`` are
+    written only when given (absent, the network is the default, masquerade)."""
     new = copy.deepcopy(tree)
     root = new.getroot()
     uuid = _ensure_uuid(root)
@@ -41,9 +48,11 @@ def annotate(
     if source is None:
         source = etree.SubElement(iface, "source", mode="bridge")
     source.set("dev", placeholder_for(uuid, chosen_mac))
-    _annotation_for(root, chosen_mac).attrib.update(
-        {"mac": chosen_mac, selector.kind: selector.value, "dev": pod_dev}
-    )
+    element = _annotation_for(root, chosen_mac)
+    element.attrib.update({"mac": chosen_mac, selector.kind: selector.value, "dev": pod_dev})
+    for key, value in (("network", network), ("pod-ports", pod_ports)):
+        if value is not None:
+            element.set(key, value)
     parse_domain(new)  # what annotate writes, the hook must accept
     return new
 
