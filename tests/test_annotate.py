@@ -66,7 +66,7 @@ def test_refuses_to_turn_a_non_direct_interface_into_a_pod_nic() -> None:
 def test_network_and_pod_ports_are_written_only_when_given() -> None:
     default = parse_domain(annotate(parse_xml(PLAIN.encode()), POD, "eth0"))
     assert (default.claims[0].network, default.claims[0].pod_ports) == ("masquerade", ())
-    assert "network=\"m" not in to_text(annotate(parse_xml(PLAIN.encode()), POD, "eth0"))
+    assert 'network="m' not in to_text(annotate(parse_xml(PLAIN.encode()), POD, "eth0"))
     tree = annotate(parse_xml(PLAIN.encode()), POD, "eth0", network="masquerade",
                     pod_ports="tcp/9091 udp/53")  # fmt: skip
     (claim,) = parse_domain(tree).claims
