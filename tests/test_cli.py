@@ -112,7 +112,7 @@ def test_hook_then_status_shows_the_binding_and_nothing_after_release(
     assert prepared.exit_code == 0 and f'dev="{pod.host_veth}"' in prepared.output
     shown = runner.invoke(cli, ["status", "vm1"])
     assert (shown.exit_code, shown.output) == (
-        0, f"vm1  52:54:00:12:34:56  {PLACEHOLDER} -> {pod.host_veth}  ok\n")  # fmt: skip
+        0, f"vm1  52:54:00:12:34:56  l2  {PLACEHOLDER} -> {pod.host_veth}  ok\n")  # fmt: skip
     rows = json.loads(runner.invoke(cli, ["status", "--json"]).output)
     assert [(r["domain"], r["host_veth"], r["state"]) for r in rows] == [
         ("vm1", pod.host_veth, "ok")

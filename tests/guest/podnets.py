@@ -137,8 +137,10 @@ class Network:
     pods_made: list[Pod] = field(default_factory=list, repr=False)
     names: list[str] = field(default_factory=list)  # every host link and netns it made
 
-    def pod(self) -> Pod:
-        pod = _make_pod(self)
+    def pod(self, netns: str | None = None) -> Pod:
+        """A new pod; ``netns`` names its namespace (as a pod re-created under a pinned
+        name would have), a random name otherwise."""
+        pod = _make_pod(self, netns)
         self.pods_made.append(pod)
         self.stack.callback(pod.close)
         return pod
@@ -202,17 +204,16 @@ def _plumb_network(net: Network) -> None:
     ip("link", "set", net.host_link, "up")
 
 
-def _make_pod(net: Network) -> Pod:
+def _make_pod(net: Network, netns: str | None = None) -> Pod:
     stack = contextlib.ExitStack()
     try:
-        return _build_pod(net, stack)
+        return _build_pod(net, stack, netns or f"vtns-{secrets.token_hex(4)}")
     except BaseException:
         stack.close()
         raise
 
 
-def _build_pod(net: Network, stack: contextlib.ExitStack) -> Pod:
-    netns = f"vtns-{secrets.token_hex(4)}"
+def _build_pod(net: Network, stack: contextlib.ExitStack, netns: str) -> Pod:
     workdir = tempfile.mkdtemp(prefix=f"vmnet-{netns}-")
     stack.callback(shutil.rmtree, workdir, ignore_errors=True)
     stack.callback(quietly, "ip", "netns", "del", netns)

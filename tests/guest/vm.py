@@ -114,6 +114,7 @@ class Guest:
         )
         self.started_at: float | None = None  # time.monotonic() of the last start()
         self._control: ControlChannel | None = None
+        self._awake = False  # its control loop was seen ready since the last start()
 
     def define(self) -> None:
         """Make the work directory (0755, root: libvirtd binds the socket) and define."""
@@ -128,6 +129,7 @@ class Guest:
         """``virsh start``; with ``check=False`` the result, for tests that expect a refusal."""
         self.close()
         self.started_at = time.monotonic()
+        self._awake = False
         return virsh("start", self.name, check=check, timeout=120)
 
     def destroy(self) -> None:
@@ -189,8 +191,11 @@ class Guest:
         """Run ``command`` with ``sh -c`` in the guest: (exit status, stdout and stderr).
 
         Its stdin is /dev/null; a command left in the background should redirect its output,
-        or it lands in a later answer's discarded part."""
-        self.wait_for(r"^vmnet-guest: control ready", timeout)
+        or it lands in a later answer's discarded part. A guest restored from a save image
+        is awake already (its console is new and will not say so again)."""
+        if not self._awake:
+            self.wait_for(r"^vmnet-guest: control ready", timeout)
+            self._awake = True
         try:
             channel, request_id = self._send(command)
             return channel.wait(request_id, timeout)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import click
 
@@ -17,6 +17,9 @@ from vmnet_hook.cli.options import (
     xml_argument,
 )
 from vmnet_hook.errors import VmnetError
+
+if TYPE_CHECKING:  # the commands import their modules when they run
+    from vmnet_hook.cli.status import BindingStatus, GuestStatus
 
 
 class Commands(click.Group):
@@ -184,26 +187,46 @@ def annotate(
 @click.argument("domain", required=False)
 @json_option
 def status(domain: str | None, as_json: bool) -> None:
-    """Show the bindings in effect, checked against the live links; exit 1 if any is stale.
+    """Show what each running domain holds, checked live; exit 1 if a piece is missing.
+
+    For network='l2': the placeholder bound to the pod's host veth. For masquerade: the
+    guest's link, its /30 and address, the DHCP server (alive or not), the nft table.
 
     \b
     Example:
       vmnet-hook status vm1
+      vmnet-hook status --json | jq '.[] | select(.state != "ok")'
     """
-    from vmnet_hook.cli.status import statuses
+    from vmnet_hook.cli.status import guest_statuses, statuses
     from vmnet_hook.host.netlink import Pyroute2Netlink
     from vmnet_hook.host.state import StateStore
 
-    rows = statuses(StateStore(_settings().state_dir), Pyroute2Netlink(), domain)
+    store, netlink = StateStore(_settings().state_dir), Pyroute2Netlink()
+    rows: list[BindingStatus | GuestStatus] = [
+        *statuses(store, netlink, domain),
+        *guest_statuses(store, netlink, domain),
+    ]
     if as_json:
         click.echo(json.dumps([{**vars(row), "state": row.state} for row in rows], indent=1))
     elif not rows:
         click.echo("no bindings" + (f" for {domain}" if domain else ""))
     for row in [] if as_json else rows:
-        line = f"{row.domain}  {row.mac}  {row.placeholder} -> {row.host_veth}  {row.state}"
-        click.echo(line + (f": {row.problem}" if row.problem else ""))
+        click.echo(_status_line(row) + (f": {row.problem}" if row.problem else ""))
     if any(row.problem for row in rows):
         click.get_current_context().exit(1)
+
+
+def _status_line(row: BindingStatus | GuestStatus) -> str:
+    from vmnet_hook.cli.status import BindingStatus
+
+    if isinstance(row, BindingStatus):
+        return f"{row.domain}  {row.mac}  l2  {row.placeholder} -> {row.host_veth}  {row.state}"
+    dhcp = f"dhcp pid {row.dhcp_pid}" if row.dhcp_alive else "dhcp gone"
+    return (
+        f"{row.domain}  {row.mac}  masquerade  {row.placeholder} -> {row.pod_end} "
+        f"({row.pod_dev} {row.pod_ip})  {row.subnet} guest {row.guest}  {dhcp}  "
+        f"nft {row.nft_table}  {row.state}"
+    )
 
 
 @cli.command()

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 from vmnet_hook.config import Config
 from vmnet_hook.errors import PodNotFound, VmnetError
@@ -28,6 +28,7 @@ from vmnet_hook.host.netns import HOST_NETNS
 from vmnet_hook.host.pods import CgroupPlace, PodNetns, pinned_netns, place_of
 from vmnet_hook.host.procfs import NetnsId, ProcFs
 from vmnet_hook.host.resolve import host_end
+from vmnet_hook.podnet.plan import parse_owner
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,7 @@ class PodNic:
     host_veth: str | None  # the checked host end, or None with ``problem`` saying why
     host_ifindex: int | None
     problem: str | None
+    guest: str | None = None  # the UUID of the domain whose masqueraded NIC this NIC carries
 
 
 @dataclass(frozen=True)
@@ -89,7 +91,7 @@ def _read_inside(reader: LinkDump, path: str) -> tuple[Snapshot, str | None]:
 
 def to_table(entries: list[PodEntry]) -> str:
     """One line per NIC (or per namespace without one), in aligned columns."""
-    header = ("POD", "UID", "NETNS", "CONTAINERS", "NIC", "HOST VETH")
+    header = ("POD", "UID", "NETNS", "CONTAINERS", "NIC", "GUEST", "HOST VETH")
     rows = [row for entry in entries for row in _rows(entry)]
     if not rows:
         return "no pod network namespace on this host"
@@ -166,7 +168,13 @@ def _entry(
     pinned_as = os.path.basename(found.pinned.path) if found.pinned else None
     with snapshots.netns(path) as inside:
         links = inside.links()
-    nics = tuple(_nic(pod, link, snapshots) for link in links if link.name != "lo")
+    owners = [owner for link in links if (owner := parse_owner(link.alias or ""))]
+    guests = {owner["dev"]: owner["uuid"] for owner in owners}
+    nics = tuple(
+        replace(_nic(pod, link, snapshots), guest=guests.get(link.name))
+        for link in links
+        if link.name != "lo" and not parse_owner(link.alias or "")  # guest links are ours
+    )
     return PodEntry(netns, path, pinned_as, pods, tuple(containers), pod.pids, nics, problem)
 
 
@@ -185,10 +193,10 @@ def _rows(entry: PodEntry) -> Iterator[tuple[str, ...]]:
     netns = f"{entry.netns}" + (f" {entry.pinned_as}" if entry.pinned_as else "")
     containers = ",".join(c[:12] for c in entry.containers) or "-"
     if entry.problem or not entry.nics:
-        yield (pod, uid, netns, containers, "-", entry.problem or "no NIC but lo")
+        yield (pod, uid, netns, containers, "-", "-", entry.problem or "no NIC but lo")
     for nic in entry.nics:
         host_veth = nic.host_veth or f"refused: {nic.problem}"
-        yield (pod, uid, netns, containers, nic.name, host_veth)
+        yield (pod, uid, netns, containers, nic.name, nic.guest or "-", host_veth)
 
 
 def _sort_key(entry: PodEntry) -> tuple[int, str, str, int]:

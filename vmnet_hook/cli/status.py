@@ -1,11 +1,13 @@
-"""``vmnet-hook status``: the bindings in effect, from state, checked against live links."""
+"""``vmnet-hook status``: what each running domain holds, from state, checked live: ``l2``
+bindings against the host's links, ``masquerade`` pod sides against their pods."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from vmnet_hook.host.netlink import Netlink, NetlinkSession
+from vmnet_hook.host.netlink import Netlink, NetlinkSession, PodNetlink
 from vmnet_hook.host.state import Binding, StateStore
+from vmnet_hook.podnet import health
 
 
 @dataclass(frozen=True)
@@ -17,10 +19,52 @@ class BindingStatus:
     host_veth: str
     ifindex: int
     problem: str  # empty when placeholder -> veth -> pod netns all hold
+    network: str = "l2"
 
     @property
     def state(self) -> str:
         return "stale" if self.problem else "ok"
+
+
+@dataclass(frozen=True)
+class GuestStatus:
+    """A masqueraded NIC: its link, its /30, its DHCP server and nft table, checked live."""
+
+    domain: str
+    uuid: str
+    mac: str
+    placeholder: str  # the host end of the guest's link
+    pod_end: str
+    pod_dev: str
+    subnet: str
+    guest: str
+    gateway: str
+    pod_ip: str
+    dhcp_pid: int | None
+    dhcp_alive: bool
+    nft_table: str
+    problem: str  # every missing piece, "; "-separated; empty when whole
+    network: str = "masquerade"
+
+    @property
+    def state(self) -> str:
+        return "broken" if self.problem else "ok"
+
+
+def guest_statuses(
+    store: StateStore, netlink: PodNetlink, domain: str | None = None
+) -> list[GuestStatus]:
+    """Every recorded masqueraded NIC (of ``domain``, by name or UUID, when given)."""
+    rows = []
+    for uuid, state in store.all().items():
+        for record in state.guests if domain in (None, uuid, state.domain) else ():
+            nic, found = record.nic, health.check(record, netlink)
+            rows.append(GuestStatus(
+                state.domain, uuid, nic.mac, nic.placeholder, nic.pod_end, nic.pod_dev,
+                nic.subnet, nic.guest, nic.gateway, nic.pod_ip, record.dnsmasq_pid,
+                found.dhcp_alive, nic.table, "; ".join(found.problems),
+            ))  # fmt: skip
+    return rows
 
 
 def statuses(

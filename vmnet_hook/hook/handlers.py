@@ -7,7 +7,7 @@ Which handler serves which ``(operation, subop)`` is ``hook.operations``' table.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from lxml import etree
 
@@ -21,8 +21,8 @@ from vmnet_hook.host.log import Log
 from vmnet_hook.host.netlink import Netlink, PodNetlink, Pyroute2Netlink
 from vmnet_hook.host.procfs import ProcFs
 from vmnet_hook.host.resolve import HostVeth, Resolver
-from vmnet_hook.host.state import StateStore
-from vmnet_hook.podnet import attach
+from vmnet_hook.host.state import DomainState, StateStore
+from vmnet_hook.podnet import attach, health
 from vmnet_hook.podnet.record import GuestRecord
 
 
@@ -111,21 +111,47 @@ def _disconnect(system: System) -> Callable[[Sequence[GuestRecord]], list[str]]:
 
 
 def check(call: HookCall, system: System) -> str:
-    """reconnect/attach begin must never fail: libvirt would kill the running VM."""
+    """reconnect/attach begin must never fail: libvirt would kill the running VM. Check
+    every binding and pod side; start a masqueraded NIC's DHCP server again if it is gone
+    (the guest may reboot, and no hook runs then); leave healthy pieces alone."""
     try:
-        state = system.store.load(_uuid_of(call))
-        with system.netlink.host() as host:
-            for bound in state.bindings if state else ():
-                link = host.link_by_name(bound.placeholder)
-                if link is None or link.index != bound.ifindex:
-                    system.log(
-                        "warning",
-                        f"{call.operation} {call.domain} {bound.mac}: "
-                        f"{bound.placeholder} no longer names {bound.host_veth}",
-                    )
+        uuid = _uuid_of(call)
+        state = system.store.load(uuid)
+        if state is None:
+            return ""
+        _check_bindings(call, system, state)
+        if state.guests:
+            _repair_guests(call, system, uuid)
     except VmnetError as error:
         system.log("warning", f"{call.operation} {call.domain}: {error}")
     return ""
+
+
+def _check_bindings(call: HookCall, system: System, state: DomainState) -> None:
+    with system.netlink.host() as host:
+        for bound in state.bindings:
+            link = host.link_by_name(bound.placeholder)
+            if link is None or link.index != bound.ifindex:
+                system.log(
+                    "warning",
+                    f"{call.operation} {call.domain} {bound.mac}: "
+                    f"{bound.placeholder} no longer names {bound.host_veth}",
+                )
+
+
+def _repair_guests(call: HookCall, system: System, uuid: str) -> None:
+    with system.store.lock():
+        state = system.store.load(uuid)  # again, under the lock: a release may have run
+        if state is None:
+            return
+        guests = []
+        for record in state.guests:
+            mended, said = health.repair(record, system.pod_netlink)
+            guests.append(mended)
+            for line in said:
+                system.log("warning", f"{call.operation} {call.domain} {record.nic.mac}: {line}")
+        if tuple(guests) != state.guests:
+            system.store.save(uuid, replace(state, guests=tuple(guests)))
 
 
 Handler = Callable[[HookCall, System], str]

@@ -34,7 +34,7 @@ def connect(
                              f"{nic.pod_end}/send_redirects": "0",
                              f"{nic.pod_dev}/forwarding": "1"})  # fmt: skip
     _tool(pod_path, [kernel.NFT, "-f", "-"], nft.ruleset(nic), "nftables")
-    pid, started = _start_dnsmasq(record, pod_path)
+    pid, started = start_dnsmasq(record, pod_path)
     record = record.started(pid, started)
     save(record)
     return record
@@ -122,7 +122,7 @@ def _tool(pod_path: str, argv: list[str], stdin: str, package: str) -> str:
         raise PodNetError(MISSING_TOOL.format(tool=argv[0], package=package)) from None
 
 
-def _start_dnsmasq(record: GuestRecord, pod_path: str) -> tuple[int, float]:
+def start_dnsmasq(record: GuestRecord, pod_path: str) -> tuple[int, float]:
     nic = record.nic
     state_dir = os.path.dirname(record.pid_file)
     with contextlib.suppress(FileNotFoundError):
@@ -157,7 +157,7 @@ def _start_dnsmasq(record: GuestRecord, pod_path: str) -> tuple[int, float]:
 def stop_dnsmasq(record: GuestRecord) -> None:
     """End the recorded dnsmasq: by recorded pid and start time, or (killed before they were
     recorded) by its pid file and a command line naming that pid file. A zombie is gone."""
-    process = _recorded_dnsmasq(record)
+    process = recorded_dnsmasq(record)
     if process is None:
         return
     with contextlib.suppress(psutil.Error):
@@ -170,7 +170,7 @@ def stop_dnsmasq(record: GuestRecord) -> None:
             time.sleep(0.01)
 
 
-def _recorded_dnsmasq(record: GuestRecord) -> psutil.Process | None:
+def recorded_dnsmasq(record: GuestRecord) -> psutil.Process | None:
     with contextlib.suppress(psutil.Error):
         if record.dnsmasq_pid is not None:
             process = psutil.Process(record.dnsmasq_pid)

@@ -1,0 +1,152 @@
+"""A masqueraded guest through the rest of a VM's life, with the installed hook and a real
+guest: many NICs, libvirtd restarts and guest reboots, save and restore onto a re-created
+pod, and what `status` and `pods` show of it."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from tests.guest import BootGuest, Guest, direct_interface_xml, random_mac
+from tests.guest import podnets as pn
+from tests.guest.podnets import podnet_guard, podnets
+from tests.guest.vm import virsh
+from tests.test_guest_network import GUEST_TCP, placeholder, serve_in_guest
+from tests.test_libvirt import installed_hook, restart_libvirtd
+from vmnet_hook.cli.main import cli
+
+__all__ = ["installed_hook", "podnet_guard", "podnets"]
+
+pytestmark = pytest.mark.guest
+Start = Callable[..., tuple[Guest, list[str]]]
+
+
+def interfaces(*nics: tuple[str, str, str]) -> str:
+    """``(mac, selector, extra attributes)`` each, as the domain's annotation."""
+    return (
+        '<vmnet:interfaces xmlns:vmnet="urn:vmnet-hook:1">'
+        + "".join(
+            f'<vmnet:interface mac="{mac}" {selector} {extra}/>' for mac, selector, extra in nics
+        )
+        + "</vmnet:interfaces>"
+    )
+
+
+@pytest.fixture
+def start(boot_guest: BootGuest, installed_hook: Path) -> Start:
+    """Start a guest whose NICs are ``(selector, extra attributes)``; its MACs come back."""
+
+    def boot(*nics: tuple[str, str]) -> tuple[Guest, list[str]]:
+        macs = [random_mac() for _ in nics]
+        sources = [direct_interface_xml(mac, placeholder()) for mac in macs]
+        notes = interfaces(
+            *((mac, sel, extra) for mac, (sel, extra) in zip(macs, nics, strict=True))
+        )
+        return boot_guest(sources, metadata_xml=notes), macs
+
+    return boot
+
+
+def status(*args: str) -> tuple[int, list[dict[str, Any]]]:
+    done = CliRunner().invoke(cli, ["status", "--json", *args])
+    return done.exit_code, json.loads(done.output)
+
+
+def pods_json() -> list[dict[str, Any]]:
+    return list(json.loads(CliRunner().invoke(cli, ["pods", "--json"]).output))
+
+
+def wait_until(test: Callable[[], bool], seconds: float, what: str) -> None:
+    deadline = time.monotonic() + seconds
+    while not test():
+        assert time.monotonic() < deadline, f"not within {seconds}s: {what}"
+        time.sleep(0.2)
+
+
+def test_status_and_pods_show_the_guest_and_a_missing_dhcp_server(
+    podnets: pn.Podnets, start: Start
+) -> None:
+    pod = podnets.routed().pod()
+    guest, (mac,) = start((f'pid="{pod.pid}" dev="eth0"', ""))
+    guest.wait_for_lease("eth0")
+    code, rows = status(guest.name)
+    assert code == 0 and len(rows) == 1
+    row = rows[0]
+    assert (row["network"], row["mac"], row["subnet"], row["guest"], row["pod_ip"]) == (
+        "masquerade",
+        mac,
+        "10.0.2.0/30",
+        "10.0.2.2",
+        pod.ip,
+    )
+    assert row["dhcp_alive"] is True and row["state"] == "ok" and row["nft_table"]
+    entry = next(e for e in pods_json() if e["pinned_as"] == pod.netns)
+    nics = {nic["name"]: nic for nic in entry["nics"]}
+    assert (
+        set(nics) == {"eth0"} and nics["eth0"]["guest"] == guest.uuid
+    )  # the guest's link is not a pod NIC
+    os.kill(int(row["dhcp_pid"]), signal.SIGKILL)
+    code, rows = status(guest.name)
+    assert code == 1 and rows[0]["state"] == "broken"
+    assert f"dnsmasq for {row['pod_end']} is not running" in str(rows[0]["problem"])
+
+
+def test_libvirtd_restart_mends_only_the_dhcp_server_and_a_rebooted_guest_gets_its_network(
+    podnets: pn.Podnets, start: Start
+) -> None:
+    pod, peer = podnets.routed().pods(2)
+    guest, _macs = start((f'pid="{pod.pid}" dev="eth0"', ""))
+    guest.wait_for_lease("eth0")
+    (before,) = status(guest.name)[1]
+    restart_libvirtd()  # reconnect begin: everything healthy, nothing touched
+    (after,) = status(guest.name)[1]
+    assert after["dhcp_pid"] == before["dhcp_pid"] and after["state"] == "ok"
+    os.kill(int(before["dhcp_pid"]), signal.SIGKILL)
+    restart_libvirtd()  # reconnect begin starts it again
+    (mended,) = status(guest.name)[1]
+    assert mended["state"] == "ok" and mended["dhcp_pid"] != before["dhcp_pid"]
+    guest.check("(sleep 0.3; reboot -f) >/dev/null 2>&1 &")  # no hook runs: it asks DHCP again
+    wait_until(lambda: len(guest.leases()) >= 2, 60, "a second lease after the reboot")
+    assert guest.leases()[-1]["ip"] == "10.0.2.2"
+    guest.check(f"ping -c1 -W3 {peer.ip}")
+
+
+@pytest.mark.parametrize("how", ["save", "managedsave"])
+def test_restore_onto_a_re_created_pod_keeps_the_lease_and_reaches_the_peer(
+    how: str, podnets: pn.Podnets, start: Start, tmp_path: Path
+) -> None:
+    net = podnets.routed()
+    pod, peer = net.pods(2)
+    guest, _macs = start((f'netns="{pod.netns}" dev="eth0"', ""))
+    guest.wait_for_lease("eth0")
+    guest.check(f"ping -c1 -W3 {peer.ip}")
+    image = Path("/var/lib/libvirt/qemu/save") / f"{guest.name}.vmnet-test"
+    image.parent.mkdir(parents=True, exist_ok=True)
+    guest.close()
+    virsh("save", guest.name, str(image)) if how == "save" else virsh("managedsave", guest.name)
+    assert status(guest.name)[1] == []  # release end undid the pod side
+    pod.close()  # the pod is deleted and made again: new namespace, new veth, new IP
+    again = net.pod(netns=pod.netns)
+    assert again.ip != pod.ip or again.host_veth != pod.host_veth
+    try:
+        virsh("restore", str(image)) if how == "save" else virsh("start", guest.name)
+    finally:
+        image.unlink(missing_ok=True)
+    wait_until(
+        lambda: guest.run(f"ping -c1 -W1 {peer.ip}")[0] == 0,
+        10,
+        "the peer from the restored guest",
+    )
+    assert guest.leases() == []  # the restored QEMU's console is new: no lease was asked for
+    (row,) = status(guest.name)[1]
+    assert row["pod_ip"] == again.ip and row["subnet"] == "10.0.2.0/30" and row["state"] == "ok"
+    serve_in_guest(guest)
+    assert pn.connect_tcp(peer, again.ip, GUEST_TCP).strip() == "guest"

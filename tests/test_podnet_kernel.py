@@ -1,0 +1,127 @@
+"""The masquerade pod side on real kernel objects, driven through hooks/qemu as libvirt
+runs it: what it makes, who may hold a pod NIC, and a start that fails half-way leaving
+the pod and the host exactly as they were."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import stat
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import DATA, RunHook
+from tests.guest import podnets as pn
+from tests.guest.podnets import podnet_guard, podnets
+
+__all__ = ["podnet_guard", "podnets"]
+
+pytestmark = pytest.mark.kernel
+UUID = "6f1c2a9e-3b4d-4c5e-8f90-a1b2c3d4e5f6"
+
+
+def domain(
+    pod: pn.Pod, *, uuid: str = UUID, mac: str = "52:54:00:12:34:56", name: str = "vm1"
+) -> tuple[str, str]:
+    """one-nic.xml in masquerade on ``pod``, with a placeholder of its own."""
+    source = f"vn{secrets.token_hex(6)}"
+    xml = (DATA / "one-nic.xml").read_text()
+    xml = xml.replace('network="l2" ', "").replace('netns="NETNS"', f'pid="{pod.pid}"')
+    xml = xml.replace("vn3f9a0c1d2e4b", source).replace(UUID, uuid)
+    xml = xml.replace("<name>vm1</name>", f"<name>{name}</name>")
+    return xml.replace("52:54:00:12:34:56", mac), source
+
+
+def fake_tool(directory: Path, name: str, script: str) -> None:
+    path = directory / name
+    path.write_text("#!/bin/sh\n" + script)
+    path.chmod(path.stat().st_mode | stat.S_IXUSR)
+
+
+def in_pod(pod: pn.Pod, *argv: str) -> str:
+    return pn.in_pod(pod, *argv)
+
+
+def test_prepare_builds_the_pod_side_and_release_leaves_the_pod_as_found(
+    podnets: pn.Podnets, run_hook: RunHook, hook_env: dict[str, str]
+) -> None:
+    pod = podnets.routed().pod()
+    before = pn.snapshot(pod.netns)
+    xml, source = domain(pod)
+    done = run_hook("vm1", "prepare", "begin", "-", xml=xml)
+    assert done.returncode == 0, done.stderr
+    assert f'<source dev="{source}" mode="bridge"/>' in done.stdout
+    assert f'host-dev="{source}"' in done.stdout
+    links = in_pod(pod, "ip", "-o", "-4", "addr", "show")
+    assert "10.0.2.1/30" in links and f"{pod.ip}/32" in links
+    assert 'comment "vmnet-hook uuid=' in in_pod(pod, "nft", "list", "ruleset")
+    assert "dnsmasq" in pn.snapshot(pod.netns)["processes"]
+    assert Path(f"/sys/class/net/{source}").exists()
+    done = run_hook("vm1", "release", "end", "-", xml=xml)
+    assert done.returncode == 0, done.stderr
+    assert pn.snapshot(pod.netns) == before
+    assert not Path(f"/sys/class/net/{source}").exists()
+    assert os.listdir(hook_env["VMNET_HOOK_STATE_DIR"]) == [".lock"]
+
+
+@pytest.mark.parametrize("second_mode", ["masquerade", "l2"])
+def test_a_pod_nic_that_carries_a_guest_is_refused_to_a_second_domain(
+    second_mode: str, podnets: pn.Podnets, run_hook: RunHook
+) -> None:
+    pod = podnets.routed().pod()
+    first, _source = domain(pod)
+    assert run_hook("vm1", "prepare", "begin", "-", xml=first).returncode == 0
+    other_uuid = "0d7a2f34-5b61-4c8e-9a1d-2e3f4a5b6c7d"
+    second, source = domain(pod, uuid=other_uuid, mac="52:54:00:00:00:02", name="vm2")
+    if second_mode == "l2":
+        second = second.replace("<vmnet:interface ", '<vmnet:interface network="l2" ')
+    done = run_hook("vm2", "prepare", "begin", "-", xml=second)
+    assert done.returncode == 1
+    named = pod.host_veth if second_mode == "l2" else "eth0"  # l2 names the pod's host veth
+    assert "already" in done.stderr and str(named) in done.stderr, done.stderr
+    assert done.stderr.startswith("vmnet-hook: domain 'vm2', interface 52:54:00:00:00:02: ")
+    assert len(done.stderr.splitlines()) == 1
+    assert not Path(f"/sys/class/net/{source}").exists()
+    assert run_hook("vm1", "release", "end", "-", xml=first).returncode == 0
+
+
+@pytest.mark.parametrize(
+    ("tools", "said"),
+    [
+        ({"dnsmasq": "echo 'dnsmasq: failed to create listening socket' >&2; exit 2\n"},
+         "did not start: dnsmasq: failed to create listening socket"),
+        ({"nft": 'if [ "$1" = -f ]; then echo "Error: Could not process rule" >&2; exit 1; fi\n'
+                 'exec /usr/sbin/nft "$@"\n'},
+         "Could not process rule"),
+        ({"dnsmasq": None}, "dnsmasq is not installed: apt-get install dnsmasq-base"),
+    ],
+)  # fmt: skip
+def test_a_start_that_fails_half_way_leaves_nothing(
+    tools: dict[str, str | None],
+    said: str,
+    podnets: pn.Podnets,
+    run_hook: RunHook,
+    hook_env: dict[str, str],
+    tmp_path: Path,
+) -> None:
+    pod = podnets.routed().pod()
+    before = pn.snapshot(pod.netns)
+    fakes = tmp_path / "bin"
+    fakes.mkdir()
+    for name, real in (("nft", "/usr/sbin/nft"), ("dnsmasq", "/usr/sbin/dnsmasq")):
+        script = tools.get(name, f'exec {real} "$@"\n')
+        if script is not None:
+            fake_tool(fakes, name, script)
+    xml, source = domain(pod)
+    done = run_hook(
+        "vm1", "prepare", "begin", "-", xml=xml, env={"PATH": f"{fakes}:/usr/bin:/bin"}
+    )
+    assert done.returncode == 1 and done.stdout == ""
+    (line,) = done.stderr.splitlines()
+    assert (
+        line.startswith("vmnet-hook: domain 'vm1', interface 52:54:00:12:34:56: ") and said in line
+    )
+    assert pn.snapshot(pod.netns) == before
+    assert not Path(f"/sys/class/net/{source}").exists()
+    assert os.listdir(hook_env["VMNET_HOOK_STATE_DIR"]) == [".lock"]
