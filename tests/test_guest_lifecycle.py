@@ -150,3 +150,95 @@ def test_restore_onto_a_re_created_pod_keeps_the_lease_and_reaches_the_peer(
     assert row["pod_ip"] == again.ip and row["subnet"] == "10.0.2.0/30" and row["state"] == "ok"
     serve_in_guest(guest)
     assert pn.connect_tcp(peer, again.ip, GUEST_TCP).strip() == "guest"
+
+
+def second_nic(pod: pn.Pod, bridged: pn.Network, request: pytest.FixtureRequest) -> str:
+    """Give ``pod`` a ``net1`` on ``bridged`` (as Multus would), at 203.0.113.250/24."""
+    host_end = pn.link_name()
+    request.addfinalizer(lambda: pn.quietly("ip", "link", "del", host_end))
+    pn.ip("link", "add", host_end, "type", "veth", "peer", "name", "net1", "netns", pod.netns)
+    pn.ip("link", "set", host_end, "master", str(bridged.host_link), "up")
+    pn.ip("-n", pod.netns, "addr", "add", "203.0.113.250/24", "dev", "net1")
+    pn.ip("-n", pod.netns, "link", "set", "net1", "up")
+    return "203.0.113.250"
+
+
+def answer_in_guest(guest: Guest, text: str) -> None:
+    guest.check(f"(while true; do echo {text} | nc -l -p {GUEST_TCP}; done) >/dev/null 2>&1 &")
+
+
+def rx_packets(guest: Guest, nic: str) -> int:
+    return int(guest.check(f"cat /sys/class/net/{nic}/statistics/rx_packets"))
+
+
+def test_two_masqueraded_nics_on_eth0_and_net1_of_one_pod(
+    podnets: pn.Podnets, start: Start, request: pytest.FixtureRequest
+) -> None:
+    routed, bridged = podnets.routed(), podnets.bridged()
+    pod, peer = routed.pods(2)
+    peer2 = bridged.pod()
+    net1 = second_nic(pod, bridged, request)
+    guest, _macs = start((f'pid="{pod.pid}" dev="eth0"', ""), (f'pid="{pod.pid}" dev="net1"', ""))
+    first, second = guest.wait_for_lease("eth0"), guest.wait_for_lease("eth1")
+    assert (first["ip"], first["router"]) == ("10.0.2.2", "10.0.2.1")
+    assert (second["ip"], second["router"]) == ("10.0.2.6", "")  # only the first gets a route
+    assert "default via 10.0.2.1 dev eth0" in guest.check("ip route")
+    answer_in_guest(guest, "guest")
+    assert pn.connect_tcp(peer, pod.ip, GUEST_TCP).strip() == "guest"
+    before = rx_packets(guest, "eth1")
+    assert pn.connect_tcp(peer2, net1, GUEST_TCP).strip() == "guest"
+    assert rx_packets(guest, "eth1") > before  # net1's traffic came in on the guest's eth1
+
+
+def test_two_domains_on_two_nics_of_one_pod(
+    podnets: pn.Podnets, start: Start, request: pytest.FixtureRequest
+) -> None:
+    routed, bridged = podnets.routed(), podnets.bridged()
+    pod, peer = routed.pods(2)
+    peer2 = bridged.pod()
+    net1 = second_nic(pod, bridged, request)
+    one, _ = start((f'pid="{pod.pid}" dev="eth0"', ""))
+    assert one.wait_for_lease("eth0")["ip"] == "10.0.2.2"
+    two, _ = start((f'pid="{pod.pid}" dev="net1"', ""))
+    assert (two.wait_for_lease("eth0")["ip"], two.leases()[0]["router"]) == (
+        "10.0.2.6",
+        "10.0.2.5",
+    )
+    answer_in_guest(one, "one")
+    answer_in_guest(two, "two")
+    assert pn.connect_tcp(peer, pod.ip, GUEST_TCP).strip() == "one"
+    assert pn.connect_tcp(peer2, net1, GUEST_TCP).strip() == "two"
+
+
+def test_one_l2_and_one_masqueraded_nic_in_one_domain(podnets: pn.Podnets, start: Start) -> None:
+    routed = podnets.routed()
+    l2_pod, masq_pod, peer = routed.pods(3)
+    guest, _macs = start(
+        (f'pid="{l2_pod.pid}" dev="eth0"', 'network="l2"'),
+        (f'pid="{masq_pod.pid}" dev="eth0"', ""),
+    )
+    lease = guest.wait_for_lease("eth1")
+    assert (lease["ip"], lease["router"]) == ("10.0.2.2", "10.0.2.1")
+    guest.check(f"ping -c1 -W3 {peer.ip}")
+    taps = pn.run(["ip", "-o", "link", "show", "type", "macvtap"])
+    assert f"@{l2_pod.host_veth}:" in taps  # the l2 NIC's macvtap sits on its pod's own veth
+
+
+def test_one_nic_refused_leaves_nothing_of_the_others(
+    podnets: pn.Podnets, boot_guest: BootGuest, installed_hook: Path
+) -> None:
+    good = podnets.routed().pod()
+    refused = podnets.bridged().pod()  # l2 on a bridge port is refused
+    before = pn.snapshot(good.netns)
+    macs = [random_mac(), random_mac()]
+    sources = [placeholder(), placeholder()]
+    notes = interfaces((macs[0], f'pid="{good.pid}" dev="eth0"', ""),
+                       (macs[1], f'pid="{refused.pid}" dev="eth0"', 'network="l2"'))  # fmt: skip
+    guest = boot_guest([direct_interface_xml(m, s) for m, s in zip(macs, sources, strict=True)],
+                       metadata_xml=notes, start=False)  # fmt: skip
+    started = guest.start(check=False)
+    assert started.returncode != 0
+    assert f"vmnet-hook: domain '{guest.name}', interface {macs[1]}:" in started.stderr
+    assert "is a port of bridge" in started.stderr
+    assert pn.snapshot(good.netns) == before
+    assert not any(Path(f"/sys/class/net/{source}").exists() for source in sources)
