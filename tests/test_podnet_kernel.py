@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import secrets
 import stat
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -33,6 +34,16 @@ def domain(
     return xml.replace("52:54:00:12:34:56", mac), source
 
 
+@pytest.fixture
+def released(run_hook: RunHook) -> Iterator[list[str]]:
+    """XMLs appended here get their ``release end`` at teardown, pass or fail: a test that
+    fails half-way must not leave a dnsmasq or a guest link behind."""
+    xmls: list[str] = []
+    yield xmls
+    for xml in reversed(xmls):
+        run_hook("vm", "release", "end", "-", xml=xml)
+
+
 def fake_tool(directory: Path, name: str, script: str) -> None:
     path = directory / name
     path.write_text("#!/bin/sh\n" + script)
@@ -44,11 +55,12 @@ def in_pod(pod: pn.Pod, *argv: str) -> str:
 
 
 def test_prepare_builds_the_pod_side_and_release_leaves_the_pod_as_found(
-    podnets: pn.Podnets, run_hook: RunHook, hook_env: dict[str, str]
+    podnets: pn.Podnets, run_hook: RunHook, hook_env: dict[str, str], released: list[str]
 ) -> None:
     pod = podnets.routed().pod()
     before = pn.snapshot(pod.netns)
     xml, source = domain(pod)
+    released.append(xml)
     done = run_hook("vm1", "prepare", "begin", "-", xml=xml)
     assert done.returncode == 0, done.stderr
     assert f'<source dev="{source}" mode="bridge"/>' in done.stdout
@@ -67,13 +79,15 @@ def test_prepare_builds_the_pod_side_and_release_leaves_the_pod_as_found(
 
 @pytest.mark.parametrize("second_mode", ["masquerade", "l2"])
 def test_a_pod_nic_that_carries_a_guest_is_refused_to_a_second_domain(
-    second_mode: str, podnets: pn.Podnets, run_hook: RunHook
+    second_mode: str, podnets: pn.Podnets, run_hook: RunHook, released: list[str]
 ) -> None:
     pod = podnets.routed().pod()
     first, _source = domain(pod)
+    released.append(first)
     assert run_hook("vm1", "prepare", "begin", "-", xml=first).returncode == 0
     other_uuid = "0d7a2f34-5b61-4c8e-9a1d-2e3f4a5b6c7d"
     second, source = domain(pod, uuid=other_uuid, mac="52:54:00:00:00:02", name="vm2")
+    released.append(second)
     if second_mode == "l2":
         second = second.replace("<vmnet:interface ", '<vmnet:interface network="l2" ')
     done = run_hook("vm2", "prepare", "begin", "-", xml=second)
@@ -104,6 +118,7 @@ def test_a_start_that_fails_half_way_leaves_nothing(
     run_hook: RunHook,
     hook_env: dict[str, str],
     tmp_path: Path,
+    released: list[str],
 ) -> None:
     pod = podnets.routed().pod()
     before = pn.snapshot(pod.netns)

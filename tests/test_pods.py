@@ -286,7 +286,7 @@ def test_pods_command_prints_a_table_and_json(
     (line,) = [line for line in table.stdout.splitlines() if pod.uid in line]
     assert line.split() == [
         f"default/{pod.name}", pod.uid, f"net:[{os.stat(pod.netns_path).st_ino}]",
-        pod.container_ids[0][:12], "eth0", pod.host_veth,
+        pod.container_ids[0][:12], "eth0", "-", pod.host_veth,
     ]  # fmt: skip
     as_json = subprocess.run([*command, "--json"], env=env, capture_output=True, text=True,
                              check=True)  # fmt: skip
@@ -296,4 +296,4 @@ def test_pods_command_prints_a_table_and_json(
     assert record["nics"] == [{"name": "eth0", "ifindex": 2, "kind": "veth",
                                "host_veth": pod.host_veth,
                                "host_ifindex": record["nics"][0]["host_ifindex"],
-                               "problem": None}]  # fmt: skip
+                               "problem": None, "guest": None}]  # fmt: skip
