@@ -52,11 +52,12 @@ def domain_xml(
     name: str,
     uuid: str,
     interfaces_xml: list[str],
-    image: GuestImage,
+    image: GuestImage | None,
     workdir: Path,
     metadata_xml: str = "",
 ) -> str:
-    """A diskless ``type='qemu'`` domain booting ``image`` with these ``<interface>``s verbatim.
+    """A diskless ``type='qemu'`` domain booting ``image`` with these ``<interface>``s verbatim;
+    with no image it boots nothing, which is enough to wire its NICs.
 
     ``metadata_xml`` is put inside ``<metadata>`` as is (its elements carry their namespace).
     """
@@ -69,10 +70,7 @@ def domain_xml(
   <vcpu>1</vcpu>
   <os>
     <type arch='x86_64' machine='pc'>hvm</type>
-    <kernel>{escape(str(image.kernel))}</kernel>
-    <initrd>{escape(str(image.initrd))}</initrd>
-    <cmdline>{escape(image.cmdline)}</cmdline>
-  </os>
+{_boot_xml(image)}  </os>
   <features><acpi/></features>
   <on_poweroff>destroy</on_poweroff>
   <devices>
@@ -90,6 +88,16 @@ def domain_xml(
   </devices>
 </domain>
 """
+
+
+def _boot_xml(image: GuestImage | None) -> str:
+    if image is None:
+        return ""
+    return (
+        f"    <kernel>{escape(str(image.kernel))}</kernel>\n"
+        f"    <initrd>{escape(str(image.initrd))}</initrd>\n"
+        f"    <cmdline>{escape(image.cmdline)}</cmdline>\n"
+    )
 
 
 def random_mac() -> str:
@@ -114,10 +122,14 @@ class Guest:
     RUN_ROOT: ClassVar[Path] = RUN_ROOT
 
     def __init__(
-        self, image: GuestImage, interfaces_xml: list[str], metadata_xml: str = ""
+        self,
+        image: GuestImage | None,
+        interfaces_xml: list[str],
+        metadata_xml: str = "",
+        uuid: str | None = None,
     ) -> None:
         self.name = self.NAME_PREFIX + secrets.token_hex(4)
-        self.uuid = str(uuidlib.uuid4())
+        self.uuid = uuid or str(uuidlib.uuid4())
         self.workdir = self.RUN_ROOT / self.name
         self.console_path = self.workdir / "console.log"
         self.control_path = self.workdir / "control.sock"

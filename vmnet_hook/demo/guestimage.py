@@ -37,7 +37,7 @@ from vmnet_hook.errors import DemoError
 
 CACHE_ROOT = Path(os.environ.get("VMNET_HOOK_GUEST_CACHE", "/var/cache/vmnet-hook/guest"))
 METAPACKAGE = "linux-image-cloud-amd64"
-BUSYBOX = Path("/bin/busybox")
+BUSYBOX = Path(os.environ.get("VMNET_HOOK_GUEST_BUSYBOX", "/bin/busybox"))
 ASSETS = Path(__file__).resolve().parent
 INIT_SCRIPT = ASSETS / "init.sh"
 LEASE_SCRIPT = ASSETS / "lease.sh"
