@@ -2,7 +2,8 @@
 # libvirt and QEMU for the demo and the tests, as root on Debian (not part of the install:
 # install.sh installs only the hook, for a host whose libvirt is already set up):
 #   - apt-installs libvirt-daemon-system and qemu-system-x86 (and what the demo and the
-#     tests call: iproute2, libvirt-clients) when one is missing;
+#     tests call: iproute2, libvirt-clients; busybox-static, the demo guest's userland)
+#     when one is missing;
 #   - gives /dev/kvm to group kvm, as udev would;
 #   - starts virtlogd and libvirtd when they are not running (systemctl where systemd
 #     runs, else `-d`), and waits until `virsh -c qemu:///system version` answers.
@@ -10,7 +11,7 @@
 set -euo pipefail
 
 readonly PACKAGES=(iproute2 libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients
-  qemu-system-x86)
+  qemu-system-x86 busybox-static)
 
 say() { printf 'setup-libvirt: %s\n' "$*"; }
 die() {

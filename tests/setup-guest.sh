@@ -2,7 +2,7 @@
 # What the guest tier (pytest -m guest) needs beyond tests/setup-system.sh, as root on
 # Debian: busybox-static (the guest's userland) and dnsmasq-base (the self-test's DHCP
 # server). apt-get update runs only when apt knows no candidate for one of them or for
-# linux-image-cloud-amd64; running this again changes nothing. The guest's kernel is fetched by tests/guest/image.py
+# linux-image-cloud-amd64; running this again changes nothing. The guest's kernel is fetched by vmnet_hook/demo/guestimage.py
 # (apt-get download, never installed) on first use.
 set -euo pipefail
 
@@ -26,7 +26,7 @@ candidates_known() {
     [[ "$(apt-cache policy "$package" 2>/dev/null)" == *"Candidate: "[!\(]* ]] || return 1
   done
 }
-# image.py asks apt which kernel linux-image-cloud-amd64 depends on, then downloads it.
+# guestimage.py asks apt which kernel linux-image-cloud-amd64 depends on, then downloads it.
 if ! candidates_known "${missing[@]}" linux-image-cloud-amd64; then
   printf 'setup-guest: apt-get update\n'
   apt-get update -qq >/dev/null

@@ -44,7 +44,7 @@ class BootGuest(Protocol):
 
 @pytest.fixture(scope="session")
 def guest_image() -> GuestImage:
-    """The guest's kernel and initramfs (cached under /var/cache/vmnet-hook-tests/guest)."""
+    """The guest's kernel and initramfs (cached under /var/cache/vmnet-hook/guest)."""
     if os.geteuid() != 0:
         pytest.skip("needs root")
     try:

@@ -92,6 +92,7 @@ def make_pod(
     name: str | None = None,
     container_ids: Sequence[str] = (),
     host_network: bool = False,
+    command: Sequence[str] = ("sleep", "infinity"),
 ) -> Pod:
     """Build a pod: netns + veth pair + one sleeping process per container.
 
@@ -99,6 +100,7 @@ def make_pod(
     ``pod_log_dir`` kubelet's ``<namespace>_<name>_<uid>`` directory is made too.
     ``container_ids`` gives the first containers' ids (random otherwise); a
     ``host_network`` pod's processes run in the host's netns (its own is made, unused).
+    ``command`` is what each container runs (it should not exit).
     """
     pod = Pod(name or random_name("vmnt-"), random_name("vmv", 10), pod_dev, namespace=namespace)
     try:
@@ -108,7 +110,7 @@ def make_pod(
             container_id = container_ids[index] if given else secrets.token_hex(32)
             pod.container_ids.append(container_id)
             group = _container_cgroup(pod, container_id, layout, cgroup_root)
-            pod.pids.append(_spawn(pod, group, in_pod=not host_network))
+            pod.pids.append(_spawn(pod, group, in_pod=not host_network, command=command))
         if layout is not None and layout.runtime == "crio" and cgroup_root is not None:
             conmon = f"{cgroup_root}/{layout.pod_dir(pod.uid)}/crio-conmon-{pod.container_ids[0]}"
             pod.host_pids.append(_spawn(pod, _mkdir(pod, f"{conmon}.scope"), in_pod=False))
@@ -186,9 +188,12 @@ def _mkdir(pod: Pod, path: str) -> str:
     return path
 
 
-def _spawn(pod: Pod, cgroup: str | None, *, in_pod: bool) -> int:
-    """A sleeping process, already in its cgroup and namespace when this returns: the
-    child joins both before exec, and Popen returns only after the exec succeeded."""
+def _spawn(
+    pod: Pod, cgroup: str | None, *, in_pod: bool, command: Sequence[str] = ("sleep", "infinity")
+) -> int:
+    """A long-lived process (``command``), already in its cgroup and namespace when this
+    returns: the child joins both before exec, and Popen returns only after the exec
+    succeeded."""
     netns = f"/run/netns/{pod.name}" if in_pod else None
 
     def enter_cgroup_and_netns() -> None:
@@ -199,7 +204,7 @@ def _spawn(pod: Pod, cgroup: str | None, *, in_pod: bool) -> int:
             enter_netns(netns)
 
     proc = subprocess.Popen(
-        ["sleep", "infinity"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+        list(command), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL, preexec_fn=enter_cgroup_and_netns, start_new_session=True,
     )  # fmt: skip
     pod._procs.append(proc)
