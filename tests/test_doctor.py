@@ -26,6 +26,7 @@ from vmnet_hook.cli.doctor import (
     HookFile,
     Interpreter,
     Paths,
+    PodDiscovery,
     SELinux,
     probes,
     render,
@@ -86,7 +87,8 @@ def test_a_healthy_host_passes_every_check() -> None:
     checks = [check(healthy()) for check in doctor.CHECKS]
     assert [c.name for c in checks] == ["config", "kernel-altname", "libvirt-version",
                                         "hook-layout", "hook-runs", "libvirtd", "pyroute2",
-                                        "cgroups", "pod-logs", "selinux", "masquerade"]  # fmt: skip
+                                        "cgroups", "pod-discovery", "pod-logs", "selinux",
+                                        "masquerade"]  # fmt: skip
     assert [c.name for c in checks if not c.ok] == []
     assert verdict(healthy(), "hook-runs").detail == (
         f"{HOOKS}/qemu runs {PYTHON}, which imports vmnet_hook 0.1.0"
@@ -184,7 +186,22 @@ PASSING: list[tuple[dict[str, object], str, str]] = [
     (dict(selinux=SELinux(enforcing=False, hooks_unconfined=False)), "selinux", "SELinux permissive"),
     (dict(selinux=SELinux(enforcing=True, hooks_unconfined=True)), "selinux", "virt_hooks_unconfined is on"),
     (dict(overrides=("VMNET_HOOK_STATE_DIR",)), "config", "overridden here by VMNET_HOOK_STATE_DIR; libvirtd passes none"),
+    (dict(pod_discovery=PodDiscovery(("/sys/fs/cgroup/kubepods.slice", "/sys/fs/cgroup/cpu/kubepods.slice"), 0, 900)),
+     "pod-discovery", "pods are found through their cgroups (/sys/fs/cgroup/kubepods.slice and 1 more): a start reads its own pod's cgroup.procs"),
+    (dict(pod_discovery=PodDiscovery((), 0, 900)),
+     "pod-discovery", "no pod here yet (no kubepods cgroup, no pod process): a start looks for its pod's cgroup first, and walks /proc (all 900 processes now) only when none is visible"),
 ]  # fmt: skip
+
+
+def test_pods_found_only_by_walking_proc_is_a_warning_saying_what_it_costs() -> None:
+    check = verdict(healthy(pod_discovery=PodDiscovery((), 3, 4200)), "pod-discovery")
+    assert (check.status, check.failed) == ("warn", False)
+    assert check.detail == (
+        "no kubepods cgroup is visible in /proc/self/mounts' cgroup mounts, yet 3 pods' "
+        "processes are in /proc (a private cgroup namespace?): each start walks /proc, "
+        "all 4200 processes now"
+    )
+    assert "the host's cgroup namespace" in check.fix
 
 
 @pytest.mark.parametrize(("changes", "name", "detail"), PASSING)
