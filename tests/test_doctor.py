@@ -433,3 +433,38 @@ def test_the_doctor_command_names_a_missing_hook_and_exits_1(tmp_path: Path) -> 
     assert f"FAIL  hook-layout      no vmnet-hook hook in {hooks}" in table.output
     assert "  hook-layout: run install.sh as root" in table.output
     assert json.loads(as_json.output)["ok"] is False
+
+
+def fake_proc(tmp_path: Path, cgroups: dict[int, str], kubepods: bool) -> str:
+    """A /proc with one cgroup2 mount (holding a kubepods cgroup or not) and processes
+    whose cgroup files say ``cgroups``."""
+    proc, mount = tmp_path / "proc", tmp_path / "cgroup"
+    (mount / "kubepods.slice" if kubepods else mount).mkdir(parents=True)
+    (proc / "self").mkdir(parents=True)
+    (proc / "self" / "mounts").write_text(f"cgroup2 {mount} cgroup2 rw 0 0\n")
+    for pid, cgroup in cgroups.items():
+        (proc / str(pid)).mkdir()
+        (proc / str(pid) / "cgroup").write_text(f"0::{cgroup}\n")
+    return str(proc)
+
+
+POD_A, POD_B = "0b6e3c8e-1c3f-4a5e-9d1e-2f3a4b5c6d7e", "5d1c2b3a-4e5f-4a6b-8c7d-9e0f1a2b3c4d"
+IN_PODS = {
+    10: f"/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{POD_A.replace('-', '_')}.slice/cri-containerd-{'a' * 64}.scope",
+    11: f"/kubepods/burstable/pod{POD_B}/{'b' * 64}",
+    12: f"/kubepods/burstable/pod{POD_B}/crio-conmon-{'c' * 64}.scope",
+    13: "/system.slice/ssh.service",
+}
+
+
+def test_the_pod_discovery_probe_names_kubepods_cgroups_when_it_sees_them(tmp_path: Path) -> None:
+    found = probes.probe_pod_discovery(fake_proc(tmp_path, IN_PODS, kubepods=True))
+    assert found == PodDiscovery((f"{tmp_path}/cgroup/kubepods.slice",), 0, 4)
+
+
+def test_the_pod_discovery_probe_counts_pods_in_proc_when_their_cgroups_are_hidden(
+    tmp_path: Path,
+) -> None:
+    found = probes.probe_pod_discovery(fake_proc(tmp_path, IN_PODS, kubepods=False))
+    assert found == PodDiscovery((), 2, 4)
+    assert verdict(healthy(pod_discovery=found), "pod-discovery").status == "warn"
