@@ -17,7 +17,8 @@ from tests.guest import BootGuest, Guest, direct_interface_xml, random_mac
 from tests.guest import podnets as pn
 from tests.guest.podnets import podnet_guard
 from tests.guest.vm import virsh
-from tests.runtimes import BRIDGED, RUNTIMES, RuntimePod, runtime_pods
+from tests.runtimes import BRIDGED, RUNTIMES, RuntimePod, RuntimePods, runtime_pods
+from tests.runtimes.host import uplink_guard_drops
 from tests.test_guest_network import (
     POD_TCP,
     STATE_DIR,
@@ -32,7 +33,7 @@ __all__ = ["installed_hook", "podnet_guard", "runtime_pods"]
 
 pytestmark = pytest.mark.runtimes
 VMNET_HOOK = str(Path(sys.executable).parent / "vmnet-hook")
-Pods = dict[str, tuple[RuntimePod, RuntimePod]]
+Pods = RuntimePods
 
 
 def vmnet_hook(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -83,6 +84,19 @@ def test_doctor_passes_and_says_pods_are_found_through_their_cgroups(
     assert report["ok"] and done.returncode == 0, failed
     (found,) = [c for c in report["checks"] if c["name"] == "pod-discovery"]
     assert found["status"] == "ok" and "through their cgroups" in found["detail"], found
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_nothing_from_the_pods_is_forwarded_to_the_uplink(
+    runtime: str, runtime_pods: Pods
+) -> None:
+    """The runtimes turned the host's ip_forward on: the tier's own nft table drops what
+    their pods send towards the uplink's range (192.0.2.1: the uplink's gateway)."""
+    pod = runtime_pods[runtime][0]
+    before = uplink_guard_drops(runtime_pods.uplink_guard)
+    with pytest.raises(pn.PodnetError):
+        pn.connect_tcp(pod.net, "192.0.2.1", 9, timeout=1)
+    assert uplink_guard_drops(runtime_pods.uplink_guard) > before
 
 
 def annotated_guest(boot_guest: BootGuest, pod: RuntimePod, *options: str) -> tuple[Guest, str]:

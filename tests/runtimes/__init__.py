@@ -31,10 +31,19 @@ from tests.runtimes.containerd import Containerd
 from tests.runtimes.docker import DOCKER, DOCKERD, Dockerd
 from tests.runtimes.host import WORK_ROOT, RuntimePod
 
-__all__ = ["BRIDGED", "RUNTIMES", "RuntimePod", "runtime_pods"]
+__all__ = ["BRIDGED", "RUNTIMES", "RuntimePod", "RuntimePods", "runtime_pods"]
 
 RUNTIMES = ("docker", "containerd-ptp", "containerd-bridge")
 BRIDGED = ("docker", "containerd-bridge")
+
+
+class RuntimePods(dict[str, tuple[RuntimePod, RuntimePod]]):
+    """Runtime name to (pod, peer); ``uplink_guard`` names the nft table that keeps the
+    tier's traffic off the uplink."""
+
+    def __init__(self, pods: dict[str, tuple[RuntimePod, RuntimePod]], uplink_guard: str) -> None:
+        super().__init__(pods)
+        self.uplink_guard = uplink_guard
 
 
 def _missing_tools() -> list[str]:
@@ -43,7 +52,7 @@ def _missing_tools() -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def runtime_pods(podnet_guard: str) -> Iterator[dict[str, tuple[RuntimePod, RuntimePod]]]:
+def runtime_pods(podnet_guard: str) -> Iterator[RuntimePods]:
     """For each of RUNTIMES, a pod and its peer (same runtime, same network)."""
     if os.geteuid() != 0:
         pytest.skip("needs root")
@@ -51,7 +60,7 @@ def runtime_pods(podnet_guard: str) -> Iterator[dict[str, tuple[RuntimePod, Runt
         pytest.skip(f"{', '.join(missing)} missing: run tests/setup-runtimes.sh")
     with contextlib.ExitStack() as stack:
         stack.enter_context(host.forwarding_restored())
-        stack.enter_context(host.uplink_guard())
+        guard = stack.enter_context(host.uplink_guard())
         os.makedirs(WORK_ROOT, exist_ok=True)
         stack.callback(host.rmdir_if_empty, WORK_ROOT)
         dockerd = Dockerd()
@@ -62,8 +71,14 @@ def runtime_pods(podnet_guard: str) -> Iterator[dict[str, tuple[RuntimePod, Runt
         containerd.start()
         stack.enter_context(host.forward_accepted(f"vmnet-test-runtimes:{secrets.token_hex(4)}"))
         ptp, bridge = containerd.network("ptp"), containerd.network("bridge")
-        yield {
-            "docker": (dockerd.pod(stack), dockerd.pod(stack)),
-            "containerd-ptp": (ptp.pod("systemd", stack), ptp.pod("systemd", stack)),
-            "containerd-bridge": (bridge.pod("cgroupfs", stack), bridge.pod("cgroupfs", stack)),
-        }
+        yield RuntimePods(
+            {
+                "docker": (dockerd.pod(stack), dockerd.pod(stack)),
+                "containerd-ptp": (ptp.pod("systemd", stack), ptp.pod("systemd", stack)),
+                "containerd-bridge": (
+                    bridge.pod("cgroupfs", stack),
+                    bridge.pod("cgroupfs", stack),
+                ),
+            },
+            guard,
+        )

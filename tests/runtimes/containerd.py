@@ -3,18 +3,21 @@ the way the CRI plugin makes them: a sandbox container that gets the pod's netwo
 CNI plugin, and an app container joined to its network namespace, both in kubelet's pod
 cgroup (the layout of the systemd or of the cgroupfs driver, as asked).
 
-ctr looks for plugins only in /opt/cni/bin and reads the first network in /etc/cni/net.d;
-it runs no CNI DEL when a container goes, so host-local keeps its leases in a directory of
-ours that goes with the daemon. Each of those is undone by what made it."""
+ctr looks for plugins only in /opt/cni/bin and reads the first network in /etc/cni/net.d:
+both exist only while ``ctr run --cni`` runs (``cni_for_ctr``). ctr runs no CNI DEL when a
+container goes, so host-local keeps its leases in a directory of ours that goes with the
+daemon, and libcni's cached results are removed with it."""
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import secrets
 import shutil
 import subprocess
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -26,6 +29,7 @@ CTR_NAMESPACE = "vmnet-test"
 IMAGE = "docker.io/vmnet-test/busybox:1"
 CNI_PLUGINS = ("ptp", "bridge", "host-local", "loopback")
 DEBIAN_CNI_DIR, CNI_BIN_DIR, CNI_CONF_DIR = "/usr/lib/cni", "/opt/cni/bin", "/etc/cni/net.d"
+CNI_LOCK = "/run/lock/vmnet-test-cni.lock"  # left in place: removing a lock file races
 CNI_CACHE_DIR = "/var/lib/cni"  # libcni's cache of each ADD's result, which no DEL removes
 Plugin = Literal["ptp", "bridge"]
 Layout = Literal["systemd", "cgroupfs"]
@@ -51,11 +55,6 @@ class Containerd:
     def address(self) -> str:
         return f"{self.state}/containerd.sock"
 
-    @property
-    def conf_file(self) -> str:
-        # First in the directory: ctr takes the first network it finds there.
-        return f"{CNI_CONF_DIR}/00-vmnet-test-{self.tag}.conflist"
-
     def ctr(self, *args: str, stdin: bytes | None = None, timeout: float = 60) -> str:
         argv = ["ctr", "-a", self.address, "-n", CTR_NAMESPACE, *args]
         done = subprocess.run(argv, input=stdin, capture_output=True, timeout=timeout, check=False)
@@ -64,7 +63,7 @@ class Containerd:
         return done.stdout.decode()
 
     def start(self) -> None:
-        self._cni_plugins()
+        self._cni_cache()
         self.stack.callback(self._remove_files)
         self.stack.callback(host.kill_processes_mentioning, self.address)
         os.makedirs(self.state, exist_ok=True)
@@ -82,20 +81,10 @@ class Containerd:
         host.wait_until(self._answers, f"containerd on {self.address}")
         self.ctr("images", "import", "-", stdin=oci_archive(rootfs_tar(), IMAGE))
 
-    def _cni_plugins(self) -> None:
-        """Link Debian's plugins into /opt/cni/bin, making the directories that are missing;
-        all removed on close, with libcni's cached results of our networks."""
-        self.stack.callback(
-            _remove_cni_cache, "vmnet-test-", self.tag, os.path.isdir(CNI_CACHE_DIR)
-        )
-        for directory in (CNI_BIN_DIR, CNI_CONF_DIR):
-            for made in _makedirs(directory):
-                self.stack.callback(_rmdir_if_empty, made)
-        for plugin in CNI_PLUGINS:
-            link = f"{CNI_BIN_DIR}/{plugin}"
-            if not os.path.lexists(link):
-                os.symlink(f"{DEBIAN_CNI_DIR}/{plugin}", link)
-                self.stack.callback(os.unlink, link)
+    def _cni_cache(self) -> None:
+        """On close: libcni's cached results of our networks, which no DEL removes."""
+        existed = os.path.isdir(CNI_CACHE_DIR)
+        self.stack.callback(_remove_cni_cache, "vmnet-test-", self.tag, existed)
 
     def _answers(self) -> bool:
         if self.proc is not None and self.proc.poll() is not None:
@@ -117,8 +106,6 @@ class Containerd:
         host.unmount_below(self.root, self.state)
         for path in (self.root, self.state):
             shutil.rmtree(path, ignore_errors=True)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.conf_file)
 
     def close(self) -> None:
         self.stack.close()
@@ -179,11 +166,10 @@ class CniNetwork:
         stack.callback(shutil.rmtree, workdir, ignore_errors=True)
         resolv = f"{workdir}/resolv.conf"
         host.write_resolv_conf(resolv, namespace)
-        with open(self.daemon.conf_file, "w", encoding="ascii") as conf:
-            json.dump(self.conflist(), conf)
         sandbox_id, app_id = secrets.token_hex(32), secrets.token_hex(32)
         stack.callback(self.daemon._remove_container, sandbox_id)
-        self._run(sandbox_id, layout, pod_cgroup, resolv, "--cni")
+        with cni_for_ctr(self.conflist()):
+            self._run(sandbox_id, layout, pod_cgroup, resolv, "--cni")
         sandbox_pid = self._pid(sandbox_id)
         stack.callback(self.daemon._remove_container, app_id)
         self._run(app_id, layout, pod_cgroup, resolv, "--with-ns",
@@ -218,6 +204,29 @@ def _pod_cgroup(layout: Layout, uid: str) -> str:
 
 def _container_cgroup(layout: Layout, container: str) -> str:
     return f"cri-containerd-{container}.scope" if layout == "systemd" else container
+
+
+@contextlib.contextmanager
+def cni_for_ctr(conflist: dict[str, object]) -> Iterator[None]:
+    """While ``ctr run --cni`` runs the CNI ADD: Debian's plugins linked into /opt/cni/bin
+    and ``conflist`` the only network of ours in /etc/cni/net.d (ctr takes the first one
+    there), then all of it removed again, with the directories made for it. A lock
+    serialises this with another session of the tier."""
+    with open(CNI_LOCK, "a", encoding="ascii") as lock, contextlib.ExitStack() as made:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        for directory in (CNI_BIN_DIR, CNI_CONF_DIR):
+            for new in _makedirs(directory):  # shallowest first: removed last
+                made.callback(_rmdir_if_empty, new)
+        for plugin in CNI_PLUGINS:
+            link = f"{CNI_BIN_DIR}/{plugin}"
+            if not os.path.lexists(link):
+                os.symlink(f"{DEBIAN_CNI_DIR}/{plugin}", link)
+                made.callback(os.unlink, link)
+        conf = f"{CNI_CONF_DIR}/00-vmnet-test.conflist"
+        made.callback(os.unlink, conf)
+        with open(conf, "w", encoding="ascii") as file:
+            json.dump(conflist, file)
+        yield
 
 
 def _makedirs(directory: str) -> list[str]:

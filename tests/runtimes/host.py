@@ -8,6 +8,7 @@ import contextlib
 import json
 import os
 import secrets
+import shlex
 import shutil
 import signal
 import subprocess
@@ -226,7 +227,7 @@ class IptablesRestore:
             new = [line for line in _rules(table) if line not in before]
             for line in reversed([n for n in new if n.startswith("-A ")]):
                 if self.bridge in line or self.subnet in line or (alone and "DOCKER" in line):
-                    pn.quietly("iptables", "-w", "-t", table, "-D", *line.split()[1:])
+                    pn.quietly("iptables", "-w", "-t", table, "-D", *shlex.split(line)[1:])
             for line in (n for n in new if n.startswith("-N ") and alone):
                 pn.quietly("iptables", "-w", "-t", table, "-F", line.split()[1])
                 pn.quietly("iptables", "-w", "-t", table, "-X", line.split()[1])
@@ -273,6 +274,19 @@ def uplink() -> str:
     return words[words.index("dev") + 1]
 
 
+UPLINK_GUARD_PREFIX = "vmnet_test_runtimes_"
+
+
+def uplink_guard_drops(table: str) -> int:
+    """Packets the uplink guard ``table`` dropped so far."""
+    ruleset = json.loads(pn.run(["nft", "-j", "list", "table", "inet", table]))
+    return sum(
+        expr["counter"]["packets"]
+        for item in ruleset["nftables"] if "rule" in item
+        for expr in item["rule"]["expr"] if "counter" in expr
+    )  # fmt: skip
+
+
 def uplink_guard_ruleset(table: str, uplink_dev: str) -> str:
     ranges = ", ".join(RANGES)
     return f"""table inet {table} {{
@@ -290,7 +304,7 @@ def uplink_guard() -> Iterator[str]:
     """An nft table dropping whatever is forwarded between the tier's ranges and the
     uplink: the runtimes' links are ``veth…`` and their bridges' traffic is NATed by
     dockerd, which the ``vt*`` guard alone does not catch. Yields its name."""
-    table = f"vmnet_test_runtimes_{secrets.token_hex(4)}"
+    table = f"{UPLINK_GUARD_PREFIX}{secrets.token_hex(4)}"
     pn.run(["nft", "-f", "-"], stdin=uplink_guard_ruleset(table, uplink()))
     try:
         yield table
