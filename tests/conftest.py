@@ -31,9 +31,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        if (item.get_closest_marker("kernel") or item.get_closest_marker("libvirt")) and (
-            os.geteuid() != 0
-        ):
+        needs_root = ("kernel", "libvirt", "runtimes")
+        if any(item.get_closest_marker(mark) for mark in needs_root) and os.geteuid() != 0:
             item.add_marker(pytest.mark.skip(reason="needs root"))
 
 

@@ -26,6 +26,7 @@ from vmnet_hook.cli.doctor import (
     HookFile,
     Interpreter,
     Paths,
+    PodDiscovery,
     SELinux,
     probes,
     render,
@@ -86,7 +87,8 @@ def test_a_healthy_host_passes_every_check() -> None:
     checks = [check(healthy()) for check in doctor.CHECKS]
     assert [c.name for c in checks] == ["config", "kernel-altname", "libvirt-version",
                                         "hook-layout", "hook-runs", "libvirtd", "pyroute2",
-                                        "cgroups", "pod-logs", "selinux", "masquerade"]  # fmt: skip
+                                        "cgroups", "pod-discovery", "pod-logs", "selinux",
+                                        "masquerade"]  # fmt: skip
     assert [c.name for c in checks if not c.ok] == []
     assert verdict(healthy(), "hook-runs").detail == (
         f"{HOOKS}/qemu runs {PYTHON}, which imports vmnet_hook 0.1.0"
@@ -184,7 +186,22 @@ PASSING: list[tuple[dict[str, object], str, str]] = [
     (dict(selinux=SELinux(enforcing=False, hooks_unconfined=False)), "selinux", "SELinux permissive"),
     (dict(selinux=SELinux(enforcing=True, hooks_unconfined=True)), "selinux", "virt_hooks_unconfined is on"),
     (dict(overrides=("VMNET_HOOK_STATE_DIR",)), "config", "overridden here by VMNET_HOOK_STATE_DIR; libvirtd passes none"),
+    (dict(pod_discovery=PodDiscovery(("/sys/fs/cgroup/kubepods.slice", "/sys/fs/cgroup/cpu/kubepods.slice"), 0, 900)),
+     "pod-discovery", "pods are found through their cgroups (/sys/fs/cgroup/kubepods.slice and 1 more): a start reads its own pod's cgroup.procs"),
+    (dict(pod_discovery=PodDiscovery((), 0, 900)),
+     "pod-discovery", "no pod here yet (no kubepods cgroup, no pod process): a start looks for its pod's cgroup first, and walks /proc (all 900 processes now) only when none is visible"),
 ]  # fmt: skip
+
+
+def test_pods_found_only_by_walking_proc_is_a_warning_saying_what_it_costs() -> None:
+    check = verdict(healthy(pod_discovery=PodDiscovery((), 3, 4200)), "pod-discovery")
+    assert (check.status, check.failed) == ("warn", False)
+    assert check.detail == (
+        "no kubepods cgroup is visible in /proc/self/mounts' cgroup mounts, yet 3 pods' "
+        "processes are in /proc (a private cgroup namespace?): each start walks /proc, "
+        "all 4200 processes now"
+    )
+    assert "the host's cgroup namespace" in check.fix
 
 
 @pytest.mark.parametrize(("changes", "name", "detail"), PASSING)
@@ -416,3 +433,38 @@ def test_the_doctor_command_names_a_missing_hook_and_exits_1(tmp_path: Path) -> 
     assert f"FAIL  hook-layout      no vmnet-hook hook in {hooks}" in table.output
     assert "  hook-layout: run install.sh as root" in table.output
     assert json.loads(as_json.output)["ok"] is False
+
+
+def fake_proc(tmp_path: Path, cgroups: dict[int, str], kubepods: bool) -> str:
+    """A /proc with one cgroup2 mount (holding a kubepods cgroup or not) and processes
+    whose cgroup files say ``cgroups``."""
+    proc, mount = tmp_path / "proc", tmp_path / "cgroup"
+    (mount / "kubepods.slice" if kubepods else mount).mkdir(parents=True)
+    (proc / "self").mkdir(parents=True)
+    (proc / "self" / "mounts").write_text(f"cgroup2 {mount} cgroup2 rw 0 0\n")
+    for pid, cgroup in cgroups.items():
+        (proc / str(pid)).mkdir()
+        (proc / str(pid) / "cgroup").write_text(f"0::{cgroup}\n")
+    return str(proc)
+
+
+POD_A, POD_B = "0b6e3c8e-1c3f-4a5e-9d1e-2f3a4b5c6d7e", "5d1c2b3a-4e5f-4a6b-8c7d-9e0f1a2b3c4d"
+IN_PODS = {
+    10: f"/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{POD_A.replace('-', '_')}.slice/cri-containerd-{'a' * 64}.scope",
+    11: f"/kubepods/burstable/pod{POD_B}/{'b' * 64}",
+    12: f"/kubepods/burstable/pod{POD_B}/crio-conmon-{'c' * 64}.scope",
+    13: "/system.slice/ssh.service",
+}
+
+
+def test_the_pod_discovery_probe_names_kubepods_cgroups_when_it_sees_them(tmp_path: Path) -> None:
+    found = probes.probe_pod_discovery(fake_proc(tmp_path, IN_PODS, kubepods=True))
+    assert found == PodDiscovery((f"{tmp_path}/cgroup/kubepods.slice",), 0, 4)
+
+
+def test_the_pod_discovery_probe_counts_pods_in_proc_when_their_cgroups_are_hidden(
+    tmp_path: Path,
+) -> None:
+    found = probes.probe_pod_discovery(fake_proc(tmp_path, IN_PODS, kubepods=False))
+    assert found == PodDiscovery((), 2, 4)
+    assert verdict(healthy(pod_discovery=found), "pod-discovery").status == "warn"

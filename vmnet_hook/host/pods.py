@@ -254,6 +254,22 @@ def _search_cgroups(proc: ProcFs, candidates: Callable[[str], list[str]]) -> _Se
     return seen
 
 
+def kubepods_cgroups(proc: ProcFs) -> list[str]:
+    """kubelet's kubepods cgroups in every hierarchy, as a search for a pod finds them: where
+    there are none, pods are found by walking /proc."""
+    return [root for roots in _kubepods_roots(proc) for root in roots]
+
+
+def pod_uids_in_proc(proc: ProcFs) -> set[str]:
+    """The UIDs of the pods whose processes a walk of /proc finds (the fallback's view)."""
+
+    def uid_of(text: bytes) -> str | None:
+        place = place_of(text)
+        return None if place.conmon else place.pod_uid
+
+    return set(_pids_by_walking_proc(proc, uid_of))
+
+
 def _kubepods_roots(proc: ProcFs) -> Iterator[list[str]]:
     """For each cgroup hierarchy in turn, the kubepods cgroups in it (often none)."""
     for mount in proc.cgroup_mounts():

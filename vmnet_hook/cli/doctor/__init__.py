@@ -13,7 +13,15 @@ import os
 from collections.abc import Mapping
 
 from vmnet_hook.cli.doctor.checks import CHECKS, Check, render, report
-from vmnet_hook.cli.doctor.facts import Daemon, Facts, HookFile, Interpreter, Paths, SELinux
+from vmnet_hook.cli.doctor.facts import (
+    Daemon,
+    Facts,
+    HookFile,
+    Interpreter,
+    Paths,
+    PodDiscovery,
+    SELinux,
+)
 from vmnet_hook.cli.doctor.probes import gather, probe_altnames
 
 __all__ = [
@@ -24,6 +32,7 @@ __all__ = [
     "HookFile",
     "Interpreter",
     "Paths",
+    "PodDiscovery",
     "SELinux",
     "probe_altnames",
     "render",

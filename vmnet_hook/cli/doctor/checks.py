@@ -239,6 +239,33 @@ def check_cgroups(facts: Facts) -> Check:
     return ok("cgroups", f"{'; '.join(parts)} (from {mounts_file})")
 
 
+def check_pod_discovery(facts: Facts) -> Check:
+    found, walked = facts.pod_discovery, f"all {facts.pod_discovery.processes} processes"
+    if found.kubepods_cgroups:
+        roots = found.kubepods_cgroups
+        more = f" and {len(roots) - 1} more" if len(roots) > 1 else ""
+        return ok(
+            "pod-discovery",
+            f"pods are found through their cgroups ({roots[0]}{more}): a start reads its "
+            "own pod's cgroup.procs, whatever else the host runs",
+        )
+    if found.pods_in_proc:
+        return fail(
+            "pod-discovery",
+            f"no kubepods cgroup is visible in {facts.settings.proc_root}/self/mounts' cgroup "
+            f"mounts, yet {found.pods_in_proc} pods' processes are in /proc (a private cgroup "
+            f"namespace?): each start walks /proc, {walked} now",
+            "run libvirtd (and so the hook) in the host's cgroup namespace, with the host's "
+            "cgroup mounts",
+            severity="warning",
+        )
+    return ok(
+        "pod-discovery",
+        "no pod here yet (no kubepods cgroup, no pod process): a start looks for its pod's "
+        f"cgroup first, and walks /proc ({walked} now) only when none is visible",
+    )
+
+
 def check_pod_logs(facts: Facts) -> Check:
     directory = facts.settings.pod_log_dir
     if facts.pod_log_dirs is None:
@@ -297,6 +324,7 @@ CHECKS: tuple[Callable[[Facts], Check], ...] = (
     check_libvirtd,
     check_pyroute2,
     check_cgroups,
+    check_pod_discovery,
     check_pod_logs,
     check_selinux,
     check_masquerade_tools,

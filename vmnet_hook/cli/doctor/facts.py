@@ -76,6 +76,16 @@ class SELinux:
     hooks_unconfined: bool | None  # None: the policy has no virt_hooks_unconfined boolean
 
 
+@dataclass(frozen=True)
+class PodDiscovery:
+    """How a start finds its pod's processes here: through kubelet's kubepods cgroups, or,
+    where none is visible, by walking every process in /proc."""
+
+    kubepods_cgroups: tuple[str, ...] = ()
+    pods_in_proc: int = 0  # pods a walk of /proc finds (walked only without kubepods cgroups)
+    processes: int = 0  # processes in proc_root: what each start reads without the cgroups
+
+
 MASQUERADE_TOOLS = {"dnsmasq": "dnsmasq-base", "nft": "nftables"}  # tool: Debian package
 
 
@@ -99,6 +109,7 @@ class Facts:
     pod_log_dirs: int | None  # None: pod_log_dir does not exist
     selinux: SELinux
     missing_tools: tuple[str, ...] = ()  # of MASQUERADE_TOOLS, those not on the search path
+    pod_discovery: PodDiscovery = PodDiscovery()
 
     @property
     def settings(self) -> Config:

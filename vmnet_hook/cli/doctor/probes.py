@@ -27,12 +27,15 @@ from vmnet_hook.cli.doctor.facts import (
     HookFile,
     Interpreter,
     Paths,
+    PodDiscovery,
     SELinux,
 )
 from vmnet_hook.config import Config, load
 from vmnet_hook.errors import ConfigError
 from vmnet_hook.host.mounts import cgroup_mounts
 from vmnet_hook.host.netns import run_in_new_netns
+from vmnet_hook.host.pods import kubepods_cgroups, pod_uids_in_proc
+from vmnet_hook.host.procfs import ProcFs
 
 SIOCGIFINDEX = 0x8933
 PROBE_VETH, PROBE_PEER, PROBE_ALTNAME = "vmnprobe0", "vmnprobe1", "vmnprobe-alt"
@@ -73,7 +76,20 @@ def gather(paths: Paths, environ: Mapping[str, str] = os.environ) -> Facts:
         missing_tools=tuple(
             tool for tool in MASQUERADE_TOOLS if shutil.which(tool, path=paths.search_path) is None
         ),
+        pod_discovery=probe_pod_discovery(proc_root),
     )
+
+
+def probe_pod_discovery(proc_root: str) -> PodDiscovery:
+    """The kubepods cgroups a start would search; without any, what a walk of /proc finds."""
+    proc = ProcFs(proc_root)
+    roots = tuple(kubepods_cgroups(proc))
+    try:
+        processes = sum(1 for _pid in proc.pids())
+    except OSError:
+        processes = 0
+    pods = 0 if roots or not processes else len(pod_uids_in_proc(proc))
+    return PodDiscovery(roots, pods, processes)
 
 
 def _load_config(path: str, environ: Mapping[str, str]) -> tuple[Config | None, str]:
