@@ -11,29 +11,8 @@ PACKAGES=(
   dnsmasq-base   # tests/test_guest_boot.py answers the guest's DHCP with it
 )
 
-missing=()
-for package in "${PACKAGES[@]}"; do
-  if [ "$(dpkg-query -W -f='${Status}' "$package" 2>/dev/null)" != "install ok installed" ]; then
-    missing+=("$package")
-  fi
-done
-
-export DEBIAN_FRONTEND=noninteractive
-candidates_known() {
-  local package
-  for package in "$@"; do
-    # no pipe into grep -q: with pipefail its early exit would fail apt-cache
-    [[ "$(apt-cache policy "$package" 2>/dev/null)" == *"Candidate: "[!\(]* ]] || return 1
-  done
-}
+# shellcheck source=tests/apt.sh
+source "$(dirname "$0")/apt.sh"
 # guestimage.py asks apt which kernel linux-image-cloud-amd64 depends on, then downloads it.
-if ! candidates_known "${missing[@]}" linux-image-cloud-amd64; then
-  printf 'setup-guest: apt-get update\n'
-  apt-get update -qq >/dev/null
-fi
-[ "${#missing[@]}" -eq 0 ] && exit 0
-printf 'setup-guest: apt-get install %s\n' "${missing[*]}"
-if ! output="$(apt-get install -y -qq --no-install-recommends "${missing[@]}" 2>&1)"; then
-  printf '%s\n' "$output" >&2
-  exit 1
-fi
+apt_update_for setup-guest linux-image-cloud-amd64
+apt_install setup-guest "${PACKAGES[@]}"

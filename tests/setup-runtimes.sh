@@ -16,26 +16,9 @@ PACKAGES=(
   busybox-static              # the pods' image
 )
 
-missing=()
-for package in "${PACKAGES[@]}"; do
-  if [ "$(dpkg-query -W -f='${Status}' "$package" 2>/dev/null)" != "install ok installed" ]; then
-    missing+=("$package")
-  fi
-done
-[ "${#missing[@]}" -eq 0 ] && exit 0
-
-export DEBIAN_FRONTEND=noninteractive
-candidates_known() {
-  local package
-  for package in "$@"; do
-    # no pipe into grep -q: with pipefail its early exit would fail apt-cache
-    [[ "$(apt-cache policy "$package" 2>/dev/null)" == *"Candidate: "[!\(]* ]] || return 1
-  done
-}
-if ! candidates_known "${missing[@]}"; then
-  printf 'setup-runtimes: apt-get update\n'
-  apt-get update -qq >/dev/null
-fi
+# shellcheck source=tests/apt.sh
+source "$(dirname "$0")/apt.sh"
+[ -z "$(missing_packages "${PACKAGES[@]}")" ] && exit 0
 
 policy=/usr/sbin/policy-rc.d
 if [ ! -e "$policy" ]; then
@@ -43,8 +26,4 @@ if [ ! -e "$policy" ]; then
   printf '#!/bin/sh\n# tests/setup-runtimes.sh: no daemon starts while it installs\nexit 101\n' >"$policy"
   chmod 0755 "$policy"
 fi
-printf 'setup-runtimes: apt-get install %s\n' "${missing[*]}"
-if ! output="$(apt-get install -y -qq --no-install-recommends "${missing[@]}" 2>&1)"; then
-  printf '%s\n' "$output" >&2
-  exit 1
-fi
+apt_install setup-runtimes "${PACKAGES[@]}"

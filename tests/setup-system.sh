@@ -12,18 +12,9 @@ PACKAGES=(
   shellcheck   # tests/test_install.py lints install.sh
 )
 
-missing=()
-for package in "${PACKAGES[@]}"; do
-  if [ "$(dpkg-query -W -f='${Status}' "$package" 2>/dev/null)" != "install ok installed" ]; then
-    missing+=("$package")
-  fi
-done
-if [ "${#missing[@]}" -gt 0 ]; then
-  printf 'setup-system: apt-get install %s\n' "${missing[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq >/dev/null
-  apt-get install -y -qq "${missing[@]}" >/dev/null
-fi
+# shellcheck source=tests/apt.sh
+source tests/apt.sh
+apt_install setup-system "${PACKAGES[@]}"
 
 bash scripts/setup-libvirt.sh
 bash tests/setup-guest.sh

@@ -171,13 +171,21 @@ def rx_packets(guest: Guest, nic: str) -> int:
     return int(guest.check(f"cat /sys/class/net/{nic}/statistics/rx_packets"))
 
 
-def test_two_masqueraded_nics_on_eth0_and_net1_of_one_pod(
-    podnets: pn.Podnets, start: Start, request: pytest.FixtureRequest
-) -> None:
+@pytest.fixture
+def two_nic_pod(
+    podnets: pn.Podnets, request: pytest.FixtureRequest
+) -> tuple[pn.Pod, pn.Pod, pn.Pod, str]:
+    """A routed pod with a peer, and its ``net1`` on a bridged network with a peer there:
+    (pod, eth0's peer, net1's peer, net1's address)."""
     routed, bridged = podnets.routed(), podnets.bridged()
     pod, peer = routed.pods(2)
-    peer2 = bridged.pod()
-    net1 = second_nic(pod, bridged, request)
+    return pod, peer, bridged.pod(), second_nic(pod, bridged, request)
+
+
+def test_two_masqueraded_nics_on_eth0_and_net1_of_one_pod(
+    two_nic_pod: tuple[pn.Pod, pn.Pod, pn.Pod, str], start: Start
+) -> None:
+    pod, peer, peer2, net1 = two_nic_pod
     guest, _macs = start((f'pid="{pod.pid}" dev="eth0"', ""), (f'pid="{pod.pid}" dev="net1"', ""))
     first, second = guest.wait_for_lease("eth0"), guest.wait_for_lease("eth1")
     assert (first["ip"], first["router"]) == ("10.0.2.2", "10.0.2.1")
@@ -191,12 +199,9 @@ def test_two_masqueraded_nics_on_eth0_and_net1_of_one_pod(
 
 
 def test_two_domains_on_two_nics_of_one_pod(
-    podnets: pn.Podnets, start: Start, request: pytest.FixtureRequest
+    two_nic_pod: tuple[pn.Pod, pn.Pod, pn.Pod, str], start: Start
 ) -> None:
-    routed, bridged = podnets.routed(), podnets.bridged()
-    pod, peer = routed.pods(2)
-    peer2 = bridged.pod()
-    net1 = second_nic(pod, bridged, request)
+    pod, peer, peer2, net1 = two_nic_pod
     one, _ = start((f'pid="{pod.pid}" dev="eth0"', ""))
     assert one.wait_for_lease("eth0")["ip"] == "10.0.2.2"
     two, _ = start((f'pid="{pod.pid}" dev="net1"', ""))
