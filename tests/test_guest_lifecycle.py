@@ -64,6 +64,19 @@ def pods_json() -> list[dict[str, Any]]:
     return list(json.loads(CliRunner().invoke(cli, ["pods", "--json"]).output))
 
 
+def kill_dhcp(pid: int) -> None:
+    """SIGKILL and wait until it is dead (a zombie: PID 1 here reaps nothing)."""
+    os.kill(pid, signal.SIGKILL)
+
+    def dead() -> bool:
+        try:
+            return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+        except (FileNotFoundError, ProcessLookupError):
+            return True
+
+    wait_until(dead, 5, f"dnsmasq {pid} to die")
+
+
 def wait_until(test: Callable[[], bool], seconds: float, what: str) -> None:
     deadline = time.monotonic() + seconds
     while not test():
@@ -93,7 +106,7 @@ def test_status_and_pods_show_the_guest_and_a_missing_dhcp_server(
     assert (
         set(nics) == {"eth0"} and nics["eth0"]["guest"] == guest.uuid
     )  # the guest's link is not a pod NIC
-    os.kill(int(row["dhcp_pid"]), signal.SIGKILL)
+    kill_dhcp(int(row["dhcp_pid"]))
     code, rows = status(guest.name)
     assert code == 1 and rows[0]["state"] == "broken"
     assert f"dnsmasq for {row['pod_end']} is not running" in str(rows[0]["problem"])
@@ -109,7 +122,7 @@ def test_libvirtd_restart_mends_only_the_dhcp_server_and_a_rebooted_guest_gets_i
     restart_libvirtd()  # reconnect begin: everything healthy, nothing touched
     (after,) = status(guest.name)[1]
     assert after["dhcp_pid"] == before["dhcp_pid"] and after["state"] == "ok"
-    os.kill(int(before["dhcp_pid"]), signal.SIGKILL)
+    kill_dhcp(int(before["dhcp_pid"]))
     restart_libvirtd()  # reconnect begin starts it again
     (mended,) = status(guest.name)[1]
     assert mended["state"] == "ok" and mended["dhcp_pid"] != before["dhcp_pid"]
