@@ -254,6 +254,11 @@ def _search_cgroups(proc: ProcFs, candidates: Callable[[str], list[str]]) -> _Se
     return seen
 
 
+def kubepods_cgroups(proc: ProcFs) -> list[str]:
+    """Every kubepods cgroup under the cgroup mounts ``proc`` shows (for the doctor)."""
+    return [root for roots in _kubepods_roots(proc) for root in roots]
+
+
 def _kubepods_roots(proc: ProcFs) -> Iterator[list[str]]:
     """For each cgroup hierarchy in turn, the kubepods cgroups in it (often none)."""
     for mount in proc.cgroup_mounts():

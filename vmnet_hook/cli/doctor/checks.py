@@ -288,6 +288,61 @@ def check_masquerade_tools(facts: Facts) -> Check:
     )
 
 
+NO_HOST_PID_CONFIG = "deploy/libvirtd/config-no-host-pid"
+NETNS_MOUNTS = {  # the propagation of the mount at netns_dir: what it means for netns=
+    "slave": "from the host, with propagation",
+    "shared": "from the host, shared",
+    "private": "WITHOUT propagation: namespaces pinned after the start stay invisible",
+    "": "not a mount: only this container's pinned namespaces",
+}
+
+
+def check_container(facts: Facts) -> Check:
+    """In a container: how pods can be found from there, and what to mount or set."""
+    place, settings = facts.place, facts.settings
+    if not place.in_container:
+        return ok("container", "not in a container: the host's processes, cgroups and /run/netns")
+    where = f"in a container ({', '.join(place.signs)})"
+    if not place.sees_host_init:
+        return fail(
+            "container",
+            f"{where}, and {settings.proc_root} shows only its own processes: pod=, pod-uid=, "
+            "container= and pid= cannot find any pod (netns= still can)",
+            "run it in the host's PID namespace (hostPID: true), or mount the host's /proc at "
+            f"/host/proc and set proc_root, pod_log_dir and netns_dir as in {NO_HOST_PID_CONFIG}",
+        )
+    found, fixes = _how_pods_are_found(facts), _container_fixes(facts)
+    detail = f"{where}; {found}"
+    if fixes:
+        return fail("container", detail, "; ".join(fixes), severity="warning")
+    return ok("container", detail)
+
+
+def _how_pods_are_found(facts: Facts) -> str:
+    place, proc_root = facts.place, facts.settings.proc_root
+    if place.kubepods_cgroups:
+        found = f"pods are found by their own cgroups ({place.kubepods_cgroups} kubepods cgroups)"
+    elif place.own_cgroupns:
+        found = (f"no kubepods cgroup is visible, so pods are found by walking every process "
+                 f"of {proc_root} (the cost grows with the host, not the pod)")  # fmt: skip
+    else:
+        found = f"no kubepods cgroup (no kubelet here?): pods are found in {proc_root}"
+    netns = NETNS_MOUNTS[place.netns_mount]
+    return f"{found}; {facts.settings.netns_dir}: {netns}"
+
+
+def _container_fixes(facts: Facts) -> list[str]:
+    place, netns_dir = facts.place, facts.settings.netns_dir
+    fixes = []
+    if place.own_cgroupns and not place.kubepods_cgroups:
+        fixes.append("mount the host's /sys/fs/cgroup read-only (hostPath) at "
+                     "/host/sys/fs/cgroup, as deploy/libvirtd/daemonset.yaml does")  # fmt: skip
+    if place.netns_mount not in ("slave", "shared"):
+        fixes.append(f"mount the host's /run/netns at {netns_dir} with mountPropagation: "
+                     "HostToContainer (docker: -v /run/netns:/run/netns:rslave)")  # fmt: skip
+    return fixes
+
+
 CHECKS: tuple[Callable[[Facts], Check], ...] = (
     check_config,
     check_kernel_altname,
@@ -300,6 +355,7 @@ CHECKS: tuple[Callable[[Facts], Check], ...] = (
     check_pod_logs,
     check_selinux,
     check_masquerade_tools,
+    check_container,
 )
 
 
