@@ -16,6 +16,7 @@ import socket
 import subprocess
 import time
 import uuid as uuidlib
+from dataclasses import dataclass
 from pathlib import Path
 from xml.sax.saxutils import escape, quoteattr
 
@@ -29,10 +30,25 @@ NAME_PREFIX = "vmnt-guest-"
 LEASE_LINE = re.compile(r"^LEASE (.*)$", re.MULTILINE)
 
 
-def virsh(*args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    """``virsh -c qemu:///system ARGS``; with ``check``, an AssertionError naming stderr."""
+@dataclass(frozen=True)
+class Libvirt:
+    """Which libvirtd a guest runs under: its URI, its run directory (``/run/libvirt`` as
+    seen from here) and where the guests' files go (the same path for QEMU and for us)."""
+
+    uri: str = LIBVIRT_URI
+    run_dir: Path = Path("/run/libvirt")
+    run_root: Path = RUN_ROOT
+
+
+HOST_LIBVIRT = Libvirt()
+
+
+def virsh(
+    *args: str, check: bool = True, timeout: float = 60, uri: str = LIBVIRT_URI
+) -> subprocess.CompletedProcess[str]:
+    """``virsh -c URI ARGS``; with ``check``, an AssertionError naming stderr."""
     result = subprocess.run(
-        ["virsh", "-c", LIBVIRT_URI, *args],
+        ["virsh", "-c", uri, *args],
         capture_output=True, text=True, timeout=timeout, check=False,
     )  # fmt: skip
     if check and result.returncode != 0:
@@ -102,11 +118,16 @@ class Guest:
     """One test domain: defined with ``define()``, run with ``start()``, gone after ``remove()``."""
 
     def __init__(
-        self, image: GuestImage, interfaces_xml: list[str], metadata_xml: str = ""
+        self,
+        image: GuestImage,
+        interfaces_xml: list[str],
+        metadata_xml: str = "",
+        libvirt: Libvirt = HOST_LIBVIRT,
     ) -> None:
         self.name = NAME_PREFIX + secrets.token_hex(4)
         self.uuid = str(uuidlib.uuid4())
-        self.workdir = RUN_ROOT / self.name
+        self.libvirt = libvirt
+        self.workdir = libvirt.run_root / self.name
         self.console_path = self.workdir / "console.log"
         self.control_path = self.workdir / "control.sock"
         self.xml = domain_xml(
@@ -115,37 +136,42 @@ class Guest:
         self.started_at: float | None = None  # time.monotonic() of the last start()
         self._control: ControlChannel | None = None
 
+    def _virsh(
+        self, *args: str, check: bool = True, timeout: float = 60
+    ) -> subprocess.CompletedProcess[str]:
+        return virsh(*args, check=check, timeout=timeout, uri=self.libvirt.uri)
+
     def define(self) -> None:
         """Make the work directory (0755, root: libvirtd binds the socket) and define."""
-        for directory in (RUN_ROOT, self.workdir):
+        for directory in (self.libvirt.run_root, self.workdir):
             directory.mkdir(exist_ok=True)
             directory.chmod(0o755)
         xml_path = self.workdir / "domain.xml"
         xml_path.write_text(self.xml)
-        virsh("define", str(xml_path))
+        self._virsh("define", str(xml_path))
 
     def start(self, check: bool = True) -> subprocess.CompletedProcess[str]:
         """``virsh start``; with ``check=False`` the result, for tests that expect a refusal."""
         self.close()
         self.started_at = time.monotonic()
-        return virsh("start", self.name, check=check, timeout=120)
+        return self._virsh("start", self.name, check=check, timeout=120)
 
     def destroy(self) -> None:
         """``virsh destroy``: QEMU ends, libvirt runs the hook's ``release end``."""
         self.close()
-        virsh("destroy", self.name, timeout=60)
+        self._virsh("destroy", self.name, timeout=60)
 
     def state(self) -> str:
         """``virsh domstate``: ``running``, ``shut off``, ..."""
-        return virsh("domstate", self.name).stdout.strip()
+        return self._virsh("domstate", self.name).stdout.strip()
 
     def is_running(self) -> bool:
         """Cheap: libvirt keeps a pid file while the QEMU process runs."""
-        return Path(f"/run/libvirt/qemu/{self.name}.pid").exists()
+        return (self.libvirt.run_dir / "qemu" / f"{self.name}.pid").exists()
 
     def live_xml(self) -> str:
         """The XML libvirt holds now (``virsh dumpxml``), e.g. the macvtap it made."""
-        return virsh("dumpxml", self.name).stdout
+        return self._virsh("dumpxml", self.name).stdout
 
     def console(self) -> str:
         """Everything on the guest's console (kernel and /init) so far."""
@@ -237,11 +263,11 @@ class Guest:
         """Destroy, undefine, remove the files; every step tried, whatever failed before."""
         self.close()
         problems = []
-        if self.is_running() or virsh("domstate", self.name, check=False).returncode == 0:
-            destroy = virsh("destroy", self.name, check=False)
+        if self.is_running() or self._virsh("domstate", self.name, check=False).returncode == 0:
+            destroy = self._virsh("destroy", self.name, check=False)
             if destroy.returncode != 0 and "not running" not in destroy.stderr:
                 problems.append(f"destroy: {destroy.stderr.strip()}")
-            undefine = virsh("undefine", self.name, check=False)
+            undefine = self._virsh("undefine", self.name, check=False)
             if undefine.returncode != 0 and "failed to get domain" not in undefine.stderr:
                 problems.append(f"undefine: {undefine.stderr.strip()}")
         shutil.rmtree(self.workdir, ignore_errors=True)
