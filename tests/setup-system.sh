@@ -27,4 +27,5 @@ fi
 
 bash scripts/setup-libvirt.sh
 bash tests/setup-guest.sh
+bash tests/setup-daemonset.sh
 bash install.sh
