@@ -25,6 +25,7 @@ import secrets
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -145,6 +146,23 @@ def test_manifest_is_valid_against_the_kubernetes_schemas(version: str) -> None:
         kubernetes_validate.validate(resource, version, strict=True)
 
 
+@pytest.mark.kernel  # a network namespace with nothing in it: no network at all
+def test_validation_needs_no_network() -> None:
+    result = subprocess.run(
+        ["unshare", "--net", sys.executable, "-m", "kubernetes_validate", "--strict", str(MANIFEST)],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.count(" passed for resource ") == 4, result.stdout
+
+
+def test_strict_validation_catches_a_misspelt_field() -> None:
+    daemonset = resources()["DaemonSet"]
+    daemonset["spec"]["template"]["spec"]["containers"][0]["readinessprobe"] = {}
+    with pytest.raises(kubernetes_validate.ValidationError, match="readinessprobe"):
+        kubernetes_validate.validate(daemonset, KUBERNETES_VERSIONS[-1], strict=True)
+
+
 def test_the_pod_has_what_libvirtd_and_the_hook_need() -> None:
     spec, container = pod_spec(), the_container()
     assert spec["hostNetwork"] is True and spec["hostPID"] is True
@@ -185,11 +203,14 @@ def test_the_manifest_runs_what_the_image_holds() -> None:
 
 
 def test_run_options_follow_the_manifest() -> None:
-    options = run_options(pod_spec(), {"libvirt-run": "/tmp/x/run"})
+    options = run_options(pod_spec(), {"libvirt-run": "/tmp/x/run", "config": "/tmp/x/config"})
     assert options[:4] == ["--network", "host", "--pid", "host"]
     assert "/tmp/x/run:/run/libvirt:rw" in options
     assert "/run/netns:/run/netns:rw,rslave" in options
     assert "/var/log/pods:/var/log/pods:ro" in options
+    assert "/tmp/x/config:/etc/vmnet-hook:ro" in options
+    assert "SHUTDOWN_TIMEOUT=60" in options
+    assert options[-2:] == ["--entrypoint", "/usr/src/vmnet-hook/deploy/libvirtd/entrypoint.sh"]
 
 
 def test_libvirtd_scripts_are_shellcheck_clean() -> None:
