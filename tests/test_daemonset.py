@@ -65,6 +65,7 @@ IMAGE_REPOSITORY = "vmnet-hook-libvirtd"
 # Host paths of the manifest that this test moves to directories of its own.
 OWNED_HOST_PATHS = ("/run/libvirt", "/var/lib/libvirt", "/run/vmnet-hook")
 GUEST_ROOT = Path("/var/lib/vmnet-test-ds-guests")  # guests' files, same path inside
+IP_FORWARD = Path("/proc/sys/net/ipv4/ip_forward")
 SHUTDOWN_TIMEOUT = "5"  # the busybox guest ignores ACPI: destroyed after this
 
 
@@ -252,7 +253,9 @@ def _stop_stale_dockerd(pidfile: Path) -> None:
 @pytest.fixture(scope="module")
 def dockerd() -> Iterator[None]:
     """This tier's own dockerd: own data, exec root, pid file and socket; no bridge, no
-    iptables (the libvirtd container uses the host's network)."""
+    iptables, and the host's ip_forward left alone (the libvirtd container uses the host's
+    network; new namespaces inherit ip_forward, and the pod networks of other tiers count
+    on it staying as found: it is put back, should anything have changed it)."""
     if os.geteuid() != 0:
         pytest.skip("needs root")
     setup = subprocess.run(["bash", str(REPO / "tests" / "setup-daemonset.sh")],
@@ -260,13 +263,14 @@ def dockerd() -> Iterator[None]:
     assert setup.returncode == 0, setup.stdout + setup.stderr
     pidfile = DOCKER_ROOT / "dockerd.pid"
     _stop_stale_dockerd(pidfile)
+    ip_forward = IP_FORWARD.read_text()
     (DOCKER_ROOT / "data").mkdir(parents=True, exist_ok=True)
     log = open(DOCKER_ROOT / "dockerd.log", "ab")  # noqa: SIM115 (closed at teardown)
     process = subprocess.Popen(
         ["/usr/sbin/dockerd", "--data-root", str(DOCKER_ROOT / "data"),
          "--exec-root", str(DOCKER_ROOT / "exec"), "--pidfile", str(pidfile),
          "-H", f"unix://{DOCKER_SOCKET}", "--bridge=none", "--iptables=false",
-         "--ip6tables=false", "--exec-opt", "native.cgroupdriver=cgroupfs",
+         "--ip6tables=false", "--ip-forward=false", "--exec-opt", "native.cgroupdriver=cgroupfs",
          "--containerd-namespace", "vmnet-ds", "--containerd-plugins-namespace", "vmnet-ds-p"],
         stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True,
     )  # fmt: skip
@@ -276,6 +280,8 @@ def dockerd() -> Iterator[None]:
             assert process.poll() is None, f"dockerd exited: see {DOCKER_ROOT}/dockerd.log"
             assert time.monotonic() < deadline, "dockerd does not answer after 60 s"
             time.sleep(0.2)
+        for stale in docker("ps", "-aq", "--filter", "name=vmnet-ds-").stdout.split():
+            docker("rm", "-f", stale, check=False)  # left by a killed run
         yield
     finally:
         process.send_signal(signal.SIGTERM)
@@ -285,6 +291,32 @@ def dockerd() -> Iterator[None]:
             process.kill()
             process.wait()
         log.close()
+        if IP_FORWARD.read_text() != ip_forward:
+            IP_FORWARD.write_text(ip_forward)
+
+
+def make_base() -> None:
+    """``mmdebstrap bookworm - | docker import - debian:12``."""
+    with subprocess.Popen(["mmdebstrap", "--quiet", "bookworm", "-"], stdout=subprocess.PIPE,
+                          stdin=subprocess.DEVNULL) as base:  # fmt: skip
+        imported = docker("import", "-", BASE_IMAGE, stdin=base.stdout, timeout=900, check=False)
+        assert base.stdout is not None
+        base.stdout.close()
+        assert base.wait(timeout=60) == 0, "mmdebstrap bookworm failed (see its stderr above)"
+    assert imported.returncode == 0, imported.stderr
+
+
+def fetch_wheels() -> None:
+    """The recipe's first step, as the README says, again when setup.cfg changed."""
+    stamp = WHEELS / ".setup.cfg.sha256"
+    wanted = hashlib.sha256((REPO / "setup.cfg").read_bytes()).hexdigest()
+    if stamp.is_file() and stamp.read_text() == wanted:
+        return
+    shutil.rmtree(WHEELS, ignore_errors=True)
+    fetch = subprocess.run([str(REPO / "deploy" / "fetch-wheels.sh"), str(WHEELS), "3.11"],
+                           capture_output=True, text=True, timeout=600, check=False)  # fmt: skip
+    assert fetch.returncode == 0, fetch.stdout + fetch.stderr
+    stamp.write_text(wanted)
 
 
 def recipe_hash() -> str:
@@ -315,16 +347,16 @@ def image(dockerd: None) -> str:
         return tag
     if docker("image", "inspect", BASE_IMAGE, check=False).returncode != 0:
         _progress(f"making {BASE_IMAGE} with mmdebstrap")
-        base = subprocess.Popen(["mmdebstrap", "--quiet", "bookworm", "-"],
-                                stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)  # fmt: skip
-        imported = docker("import", "-", BASE_IMAGE, stdin=base.stdout, timeout=900)
-        assert base.wait(timeout=60) == 0 and imported.returncode == 0
-    if not any(WHEELS.glob("*.whl")):  # the recipe's first step, as the README says
-        fetch = subprocess.run([str(REPO / "deploy" / "fetch-wheels.sh"), str(WHEELS), "3.11"],
-                               capture_output=True, text=True, timeout=600, check=False)  # fmt: skip
-        assert fetch.returncode == 0, fetch.stdout + fetch.stderr
+        make_base()
+    fetch_wheels()
     _progress(f"docker build -f {RECIPE.relative_to(REPO)} -t {tag}")
     docker("build", "--network", "host", "-f", str(RECIPE), "-t", tag, str(REPO), timeout=1200)
+    for old in docker(
+        "images", "--format", "{{.Repository}}:{{.Tag}}", IMAGE_REPOSITORY
+    ).stdout.split():
+        if old != tag:  # one built image kept: the cache stays the size of one
+            docker("rmi", old, check=False)
+    docker("image", "prune", "--force", check=False)
     return tag
 
 
