@@ -19,7 +19,10 @@
 #   - links BIN_DIR/vmnet-hook (default /usr/local/sbin) to the environment's command,
 #     unless something else already has that name;
 #   - sends SIGHUP to a running libvirtd, which looks for hooks only when it starts or
-#     reloads (only when HOOKS_DIR is libvirt's own, /etc/libvirt/hooks).
+#     reloads (only when HOOKS_DIR is libvirt's own, /etc/libvirt/hooks): the one whose
+#     pid file is /run/libvirtd.pid (or virtqemud.pid) in this mount and PID namespace,
+#     never another one seen in /proc (a container with the host's PID namespace sees
+#     the host's libvirtd there).
 # What it made, and a backup of anything it moved aside, is recorded under PREFIX so that
 # --uninstall can put back exactly what was there.
 #
@@ -275,24 +278,26 @@ unlink_command() {
 
 # --- libvirtd ------------------------------------------------------------------------
 
-# The daemon that runs qemu hooks: libvirtd, or virtqemud where the daemons are split.
+# The daemon that runs qemu hooks from this root: libvirtd, or virtqemud where the daemons
+# are split. Only the one named by its pid file under this root, and only when it shares
+# this script's mount and PID namespaces: in a container that sees the host's processes
+# (hostPID), the host's libvirtd is in /proc too, and must not be sent our SIGHUP.
 daemon_pid() {
-  local pidfile pid comm name
+  local pidfile pid name
   for pidfile in /run/libvirtd.pid /run/virtqemud.pid; do
     pid=$({ tr -dc 0-9 <"$pidfile"; } 2>/dev/null || true)
     if [ -n "$pid" ] && { read -r name <"/proc/$pid/comm"; } 2>/dev/null \
-      && [ "$name" = "$(basename "$pidfile" .pid)" ]; then
+      && [ "$name" = "$(basename "$pidfile" .pid)" ] && in_our_namespaces "$pid"; then
       printf '%s %s\n' "$name" "$pid"
       return
     fi
   done
-  for comm in /proc/[0-9]*/comm; do
-    if { read -r name <"$comm"; } 2>/dev/null \
-      && { [ "$name" = libvirtd ] || [ "$name" = virtqemud ]; }; then
-      pid=${comm#/proc/}
-      printf '%s %s\n' "$name" "${pid%/comm}"
-      return
-    fi
+}
+
+in_our_namespaces() {
+  local ns
+  for ns in mnt pid; do
+    [ "$(readlink "/proc/$1/ns/$ns" 2>/dev/null)" = "$(readlink /proc/self/ns/$ns)" ] || return 1
   done
 }
 
@@ -304,7 +309,8 @@ reload_libvirtd() {
   fi
   read -r name pid < <(daemon_pid) || true
   if [ -z "${pid:-}" ]; then
-    say "libvirtd: not running; it finds the hook when it starts"
+    say "libvirtd: not running here (no live /run/libvirtd.pid in this mount and PID" \
+      "namespace); it finds the hook when it starts"
   elif kill -HUP "$pid"; then
     # For `vmnet-hook doctor`: this file's time against the hook's says it rescanned since.
     if [ -d "$RECORD" ]; then

@@ -19,4 +19,5 @@ apt_install setup-system "${PACKAGES[@]}"
 bash scripts/setup-libvirt.sh
 bash tests/setup-guest.sh
 bash tests/setup-runtimes.sh
+bash tests/setup-daemonset.sh
 bash install.sh

@@ -33,6 +33,7 @@ from vmnet_hook.cli.doctor import (
     report,
     run_checks,
 )
+from vmnet_hook.cli.doctor.facts import Place
 from vmnet_hook.cli.main import cli
 from vmnet_hook.config import Config
 
@@ -88,7 +89,7 @@ def test_a_healthy_host_passes_every_check() -> None:
     assert [c.name for c in checks] == ["config", "kernel-altname", "libvirt-version",
                                         "hook-layout", "hook-runs", "libvirtd", "pyroute2",
                                         "cgroups", "pod-discovery", "pod-logs", "selinux",
-                                        "masquerade"]  # fmt: skip
+                                        "masquerade", "container"]  # fmt: skip
     assert [c.name for c in checks if not c.ok] == []
     assert verdict(healthy(), "hook-runs").detail == (
         f"{HOOKS}/qemu runs {PYTHON}, which imports vmnet_hook 0.1.0"
@@ -468,3 +469,66 @@ def test_the_pod_discovery_probe_counts_pods_in_proc_when_their_cgroups_are_hidd
     found = probes.probe_pod_discovery(fake_proc(tmp_path, IN_PODS, kubepods=False))
     assert found == PodDiscovery((), 2, 4)
     assert verdict(healthy(pod_discovery=found), "pod-discovery").status == "warn"
+
+
+# --- the hook in a container ----------------------------------------------------------
+
+IN_POD = ("own mount namespace", "own cgroup namespace")
+
+
+def test_on_the_host_the_container_check_says_so() -> None:
+    check = verdict(healthy(), "container")
+    assert check.ok
+    assert check.detail == "not in a container: the host's processes, cgroups and /run/netns"
+
+
+def test_a_pod_that_sees_only_its_own_processes_fails_and_says_what_to_set() -> None:
+    place = Place(signs=("KUBERNETES_SERVICE_HOST set",), sees_host_init=False)
+    check = verdict(healthy(place=place), "container")
+    assert check.failed
+    assert "/proc shows only its own processes" in check.detail
+    assert "hostPID: true" in check.fix and "deploy/libvirtd/config-no-host-pid" in check.fix
+
+
+def test_a_private_cgroup_namespace_without_the_hosts_tree_warns_about_the_walk() -> None:
+    place = Place(signs=IN_POD, sees_host_init=True, own_cgroupns=True, netns_mount="slave")
+    check = verdict(healthy(place=place), "container")
+    assert check.status == "warn"
+    assert "pods are found by walking every process of /proc" in check.detail
+    assert "/host/sys/fs/cgroup" in check.fix
+
+
+@pytest.mark.parametrize("mount", ["private", ""])
+def test_a_netns_dir_without_propagation_warns(mount: str) -> None:
+    place = Place(signs=IN_POD, sees_host_init=True, own_cgroupns=True, kubepods_cgroups=3,
+                  netns_mount=mount)  # fmt: skip
+    check = verdict(healthy(place=place), "container")
+    assert check.status == "warn"
+    assert "pods are found by their own cgroups (3 kubepods cgroups)" in check.detail
+    assert "mountPropagation: HostToContainer" in check.fix
+
+
+def test_the_deployed_layout_passes() -> None:
+    place = Place(signs=IN_POD, sees_host_init=True, own_cgroupns=True, kubepods_cgroups=3,
+                  netns_mount="slave")  # fmt: skip
+    check = verdict(healthy(place=place), "container")
+    assert check.ok, check
+    assert check.detail.startswith("in a container (own mount namespace, own cgroup namespace)")
+
+
+@pytest.mark.kernel
+def test_mount_propagation_reads_this_process_mountinfo(tmp_path: Path) -> None:
+    host, seen, plain = tmp_path / "host", tmp_path / "seen", tmp_path / "plain"
+    for directory in (host, seen, plain):
+        directory.mkdir()
+    script = (
+        f"mount -t tmpfs none {host} && mount --make-shared {host}"
+        f" && mount --bind {host} {seen} && mount --make-slave {seen} && "
+        f"{sys.executable} -c 'import sys; from vmnet_hook.cli.doctor.probes import "
+        "mount_propagation as m; print([m(p) for p in sys.argv[1:]])' "
+        f"{host} {seen} {plain}"
+    )
+    result = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
+                            capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "['shared', 'slave', '']"

@@ -319,3 +319,48 @@ def test_scripts_are_shellcheck_clean() -> None:
         capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout
+
+
+@pytest.mark.kernel
+def test_sighup_goes_only_to_the_libvirtd_of_its_own_mount_namespace(tmp_path: Path) -> None:
+    """As in a container with the host's PID namespace: a libvirtd of another mount
+    namespace is in /proc, and even named by the pid file, yet is never signalled; the one
+    in install.sh's own namespaces is. install.sh's functions are run without its main
+    (the whole install is the daemonset tier's, in a real container); ``libvirtd`` here
+    is a copy of sleep, which SIGHUP ends."""
+    assert INSTALL.read_text().splitlines()[-1] == 'main "$@"'
+    fake = tmp_path / "libvirtd"
+    shutil.copy("/bin/sleep", fake)
+    outsider = subprocess.Popen([str(fake), "600"], start_new_session=True)
+    script = f"""set -euo pipefail
+source <(sed '$d' {INSTALL})
+mount -t tmpfs none /run
+echo {outsider.pid} >/run/libvirtd.pid
+reload_libvirtd
+{fake} 600 &
+insider=$!
+echo "$insider" >/run/libvirtd.pid
+echo "insider $insider"
+reload_libvirtd
+wait "$insider" || echo "insider ended by signal $(($? - 128))"
+"""
+    try:
+        result = subprocess.run(
+            ["unshare", "--mount", "--propagation", "private", "bash", "-c", script],
+            env={"PATH": os.environ["PATH"], "PREFIX": str(tmp_path / "prefix")},
+            capture_output=True, text=True, timeout=60, check=False, stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stdout + result.stderr
+        lines = result.stdout.splitlines()
+        assert outsider.poll() is None, "the outsider was signalled"
+    finally:
+        outsider.kill()
+        outsider.wait()
+    insider = lines[1].split()[1]
+    assert lines == [
+        "install.sh: libvirtd: not running here (no live /run/libvirtd.pid in this mount and "
+        "PID namespace); it finds the hook when it starts",
+        f"insider {insider}",
+        f"install.sh: libvirtd (pid {insider}): sent SIGHUP so that it rescans /etc/libvirt/hooks",
+        "insider ended by signal 1",
+    ]

@@ -9,10 +9,12 @@ from typing import ClassVar
 
 from vmnet_hook.demo import guest as _guest
 from vmnet_hook.demo.guest import (
+    HOST_LIBVIRT,
     LEASE_LINE,
     LIBVIRT_URI,
     ControlChannel,
     GuestError,
+    Libvirt,
     direct_interface_xml,
     domain_xml,
     random_mac,
@@ -31,6 +33,7 @@ class Guest(_guest.Guest):
 
 
 __all__ = [
+    "HOST_LIBVIRT",
     "LEASE_LINE",
     "LIBVIRT_URI",
     "NAME_PREFIX",
@@ -38,6 +41,7 @@ __all__ = [
     "ControlChannel",
     "Guest",
     "GuestError",
+    "Libvirt",
     "direct_interface_xml",
     "domain_xml",
     "random_mac",

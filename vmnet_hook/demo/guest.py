@@ -17,6 +17,7 @@ import socket
 import subprocess
 import time
 import uuid as uuidlib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 from xml.sax.saxutils import escape, quoteattr
@@ -37,10 +38,26 @@ class GuestError(DemoError, AssertionError):
     tiers that drive guests, it is an expectation that failed."""
 
 
-def virsh(*args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+@dataclass(frozen=True)
+class Libvirt:
+    """Which libvirtd a guest runs under: its URI, its run directory (``/run/libvirt`` as
+    seen from here) and, when set, where the guests' files go (the same path for QEMU and
+    for us; the guest class's ``RUN_ROOT`` otherwise)."""
+
+    uri: str = LIBVIRT_URI
+    run_dir: Path = Path("/run/libvirt")
+    run_root: Path | None = None
+
+
+HOST_LIBVIRT = Libvirt()
+
+
+def virsh(
+    *args: str, check: bool = True, timeout: float = 60, uri: str = LIBVIRT_URI
+) -> subprocess.CompletedProcess[str]:
     """``virsh -c qemu:///system ARGS``; with ``check``, a GuestError naming stderr."""
     result = subprocess.run(
-        ["virsh", "-c", LIBVIRT_URI, *args],
+        ["virsh", "-c", uri, *args],
         capture_output=True, text=True, timeout=timeout, check=False,
     )  # fmt: skip
     if check and result.returncode != 0:
@@ -127,10 +144,13 @@ class Guest:
         interfaces_xml: list[str],
         metadata_xml: str = "",
         uuid: str | None = None,
+        libvirt: Libvirt = HOST_LIBVIRT,
     ) -> None:
         self.name = self.NAME_PREFIX + secrets.token_hex(4)
         self.uuid = uuid or str(uuidlib.uuid4())
-        self.workdir = self.RUN_ROOT / self.name
+        self.libvirt = libvirt
+        self.run_root = libvirt.run_root or self.RUN_ROOT
+        self.workdir = self.run_root / self.name
         self.console_path = self.workdir / "console.log"
         self.control_path = self.workdir / "control.sock"
         self.xml = domain_xml(
@@ -140,38 +160,43 @@ class Guest:
         self._control: ControlChannel | None = None
         self._awake = False  # its control loop was seen ready since the last start()
 
+    def _virsh(
+        self, *args: str, check: bool = True, timeout: float = 60
+    ) -> subprocess.CompletedProcess[str]:
+        return virsh(*args, check=check, timeout=timeout, uri=self.libvirt.uri)
+
     def define(self) -> None:
         """Make the work directory (0755, root: libvirtd binds the socket) and define."""
-        for directory in (self.RUN_ROOT, self.workdir):
+        for directory in (self.run_root, self.workdir):
             directory.mkdir(exist_ok=True)
             directory.chmod(0o755)
         xml_path = self.workdir / "domain.xml"
         xml_path.write_text(self.xml)
-        virsh("define", str(xml_path))
+        self._virsh("define", str(xml_path))
 
     def start(self, check: bool = True) -> subprocess.CompletedProcess[str]:
         """``virsh start``; with ``check=False`` the result, for tests that expect a refusal."""
         self.close()
         self.started_at = time.monotonic()
         self._awake = False
-        return virsh("start", self.name, check=check, timeout=120)
+        return self._virsh("start", self.name, check=check, timeout=120)
 
     def destroy(self) -> None:
         """``virsh destroy``: QEMU ends, libvirt runs the hook's ``release end``."""
         self.close()
-        virsh("destroy", self.name, timeout=60)
+        self._virsh("destroy", self.name, timeout=60)
 
     def state(self) -> str:
         """``virsh domstate``: ``running``, ``shut off``, ..."""
-        return virsh("domstate", self.name).stdout.strip()
+        return self._virsh("domstate", self.name).stdout.strip()
 
     def is_running(self) -> bool:
         """Cheap: libvirt keeps a pid file while the QEMU process runs."""
-        return Path(f"/run/libvirt/qemu/{self.name}.pid").exists()
+        return (self.libvirt.run_dir / "qemu" / f"{self.name}.pid").exists()
 
     def live_xml(self) -> str:
         """The XML libvirt holds now (``virsh dumpxml``), e.g. the macvtap it made."""
-        return virsh("dumpxml", self.name).stdout
+        return self._virsh("dumpxml", self.name).stdout
 
     def console(self) -> str:
         """Everything on the guest's console (kernel and /init) so far."""
@@ -207,9 +232,13 @@ class Guest:
         return [_fields(match.group(1)) for match in LEASE_LINE.finditer(self.console())]
 
     def wait_for_lease(self, iface: str = "eth0", timeout: float = 60) -> dict[str, str]:
-        """The first lease of ``iface``, waiting for it."""
+        """The lease of ``iface``, waiting for it: as the guest's lease script wrote it to
+        /run/lease.IFACE (whole, where the console may interleave another writer's output)."""
         self.wait_for(rf"^LEASE iface={re.escape(iface)} ", timeout)
-        return next(lease for lease in self.leases() if lease["iface"] == iface)
+        match = LEASE_LINE.search(self.check(f"cat /run/lease.{iface}"))
+        if match is None:
+            raise GuestError(f"{self.name}: /run/lease.{iface} holds no LEASE line")
+        return _fields(match.group(1))
 
     def run(self, command: str, timeout: float = 20) -> tuple[int, str]:
         """Run ``command`` with ``sh -c`` in the guest: (exit status, stdout and stderr).
@@ -268,11 +297,11 @@ class Guest:
         """Destroy, undefine, remove the files; every step tried, whatever failed before."""
         self.close()
         problems = []
-        if self.is_running() or virsh("domstate", self.name, check=False).returncode == 0:
-            destroy = virsh("destroy", self.name, check=False)
+        if self.is_running() or self._virsh("domstate", self.name, check=False).returncode == 0:
+            destroy = self._virsh("destroy", self.name, check=False)
             if destroy.returncode != 0 and "not running" not in destroy.stderr:
                 problems.append(f"destroy: {destroy.stderr.strip()}")
-            undefine = virsh("undefine", self.name, check=False)
+            undefine = self._virsh("undefine", self.name, check=False)
             if undefine.returncode != 0 and "failed to get domain" not in undefine.stderr:
                 problems.append(f"undefine: {undefine.stderr.strip()}")
         shutil.rmtree(self.workdir, ignore_errors=True)
@@ -308,7 +337,9 @@ class ControlChannel:
         loses characters (seen: a request id arrived cut to its last 4 digits)."""
         request_id = secrets.token_hex(6)
         encoded = base64.b64encode(command.encode()).decode()
-        line = f"{request_id} {encoded}\n".encode()
+        # A blank line first: bytes that reach the guest's tty before its reader reopens it
+        # are lost (seen: a request's first 8); the reader skips blank lines.
+        line = f"{' ' * 15}\n{request_id} {encoded}\n".encode()
         for start in range(0, len(line), UART_PIECE):
             self._socket.sendall(line[start : start + UART_PIECE])
             time.sleep(UART_PAUSE)

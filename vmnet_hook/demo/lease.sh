@@ -28,9 +28,12 @@ bound | renew)
 			for server in $dns; do echo "nameserver $server"; done
 		} >/etc/resolv.conf
 	fi
-	echo "LEASE iface=$interface ip=$ip mask=$mask router=$gateway dns=$(commas "$dns")" \
-		"search=$(commas "$search") domain=$domain mtu=$mtu serverid=$serverid" \
-		"lease=$lease event=$1" >/dev/console
+	line="LEASE iface=$interface ip=$ip mask=$mask router=$gateway dns=$(commas "$dns")"
+	line="$line search=$(commas "$search") domain=$domain mtu=$mtu serverid=$serverid"
+	line="$line lease=$lease event=$1"
+	# the console may interleave other writers' output into a long line: the file is whole
+	echo "$line" >"/run/lease.$interface"
+	echo "$line" >/dev/console
 	;;
 leasefail | nak)
 	echo "DHCP iface=$interface event=$1 message=$message" >/dev/console

@@ -7,42 +7,20 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
 
+from vmnet_hook.cli.doctor.check import Check, fail, ok
 from vmnet_hook.cli.doctor.facts import DAEMONS, LIBVIRT_HOOKS_DIR, MASQUERADE_TOOLS, Facts
+from vmnet_hook.cli.doctor.pod_checks import (
+    check_cgroups,
+    check_container,
+    check_pod_discovery,
+    check_pod_logs,
+)
+
+__all__ = ["CHECKS", "Check", "fail", "ok", "render", "report"]
 
 QEMU_D_SINCE = (6, 5)  # libvirt runs hooks/qemu.d/* since 6.5
 PYROUTE2_SINCE = (0, 9)  # setup.cfg's floor: the netns and altname calls netlink.py makes
-
-
-@dataclass(frozen=True)
-class Check:
-    name: str
-    ok: bool
-    detail: str
-    fix: str = ""
-    severity: str = "error"  # "warning": shown, but does not make the doctor fail
-
-    @property
-    def failed(self) -> bool:
-        return not self.ok and self.severity == "error"
-
-    @property
-    def status(self) -> str:
-        if self.ok:
-            return "ok"
-        return "FAIL" if self.failed else "warn"
-
-    def as_dict(self) -> dict[str, object]:
-        return {"status": self.status, **asdict(self)}
-
-
-def ok(name: str, detail: str) -> Check:
-    return Check(name, True, detail)
-
-
-def fail(name: str, detail: str, fix: str, severity: str = "error") -> Check:
-    return Check(name, False, detail, fix, severity)
 
 
 # --- the checks ------------------------------------------------------------------------
@@ -222,64 +200,6 @@ def check_pyroute2(facts: Facts) -> Check:
     return ok("pyroute2", f"pyroute2 {found} in {where}")
 
 
-def check_cgroups(facts: Facts) -> Check:
-    mounts_file = f"{facts.settings.proc_root}/self/mounts"
-    if not facts.cgroup_mounts:
-        return fail(
-            "cgroups",
-            f"no cgroup or cgroup2 mount in {mounts_file}: pod, pod-uid and container "
-            "selectors cannot find a pod's processes",
-            "mount cgroup2 (mount -t cgroup2 none /sys/fs/cgroup), or set proc_root to "
-            "a /proc that sees the host's mounts",
-        )
-    v2 = [point for kind, point in facts.cgroup_mounts if kind == "cgroup2"]
-    v1 = [point for kind, point in facts.cgroup_mounts if kind == "cgroup"]
-    parts = [f"cgroup2 at {', '.join(v2)}"] if v2 else []
-    parts += [f"{len(v1)} cgroup v1 hierarchies"] if v1 else []
-    return ok("cgroups", f"{'; '.join(parts)} (from {mounts_file})")
-
-
-def check_pod_discovery(facts: Facts) -> Check:
-    found, walked = facts.pod_discovery, f"all {facts.pod_discovery.processes} processes"
-    if found.kubepods_cgroups:
-        roots = found.kubepods_cgroups
-        more = f" and {len(roots) - 1} more" if len(roots) > 1 else ""
-        return ok(
-            "pod-discovery",
-            f"pods are found through their cgroups ({roots[0]}{more}): a start reads its "
-            "own pod's cgroup.procs, whatever else the host runs",
-        )
-    if found.pods_in_proc:
-        return fail(
-            "pod-discovery",
-            f"no kubepods cgroup is visible in {facts.settings.proc_root}/self/mounts' cgroup "
-            f"mounts, yet {found.pods_in_proc} pods' processes are in /proc (a private cgroup "
-            f"namespace?): each start walks /proc, {walked} now",
-            "run libvirtd (and so the hook) in the host's cgroup namespace, with the host's "
-            "cgroup mounts",
-            severity="warning",
-        )
-    return ok(
-        "pod-discovery",
-        "no pod here yet (no kubepods cgroup, no pod process): a start looks for its pod's "
-        f"cgroup first, and walks /proc ({walked} now) only when none is visible",
-    )
-
-
-def check_pod_logs(facts: Facts) -> Check:
-    directory = facts.settings.pod_log_dir
-    if facts.pod_log_dirs is None:
-        return fail(
-            "pod-logs",
-            f"{directory} does not exist (no kubelet here?): pod=NAMESPACE/NAME cannot "
-            "be resolved; pod-uid, container, pid and netns still work",
-            f"on a Kubernetes node, set pod_log_dir in {facts.paths.config_path} to "
-            "kubelet's pod log directory; elsewhere, nothing to do",
-            severity="warning",
-        )
-    return ok("pod-logs", f"{directory}: {facts.pod_log_dirs} pod directories")
-
-
 def check_selinux(facts: Facts) -> Check:
     selinux = facts.selinux
     if not selinux.enforcing:
@@ -328,6 +248,7 @@ CHECKS: tuple[Callable[[Facts], Check], ...] = (
     check_pod_logs,
     check_selinux,
     check_masquerade_tools,
+    check_container,
 )
 
 

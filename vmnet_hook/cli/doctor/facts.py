@@ -86,6 +86,27 @@ class PodDiscovery:
     processes: int = 0  # processes in proc_root: what each start reads without the cgroups
 
 
+@dataclass(frozen=True)
+class Place:
+    """Where the doctor runs, against the host's PID 1 as ``proc_root`` shows it."""
+
+    signs: tuple[str, ...] = ()  # what says "a container": namespaces, Kubernetes, files
+    sees_host_init: bool = False  # proc_root's PID 1 is in another mount namespace
+    own_cgroupns: bool = False  # a cgroup namespace of its own: pods' cgroups are hidden
+    kubepods_cgroups: int = 0  # kubepods cgroups under the cgroup mounts in proc_root
+    netns_mount: str = ""  # propagation of a mount at netns_dir: slave, shared, private; ""
+
+    @property
+    def in_container(self) -> bool:
+        """A namespace of its own, or a pod. (/.dockerenv alone is no proof: a whole
+        machine can be a container with its own init, as where these tests run.)"""
+        return self.sees_host_init or self.own_cgroupns or self.in_pod
+
+    @property
+    def in_pod(self) -> bool:
+        return "KUBERNETES_SERVICE_HOST set" in self.signs
+
+
 MASQUERADE_TOOLS = {"dnsmasq": "dnsmasq-base", "nft": "nftables"}  # tool: Debian package
 
 
@@ -110,6 +131,7 @@ class Facts:
     selinux: SELinux
     missing_tools: tuple[str, ...] = ()  # of MASQUERADE_TOOLS, those not on the search path
     pod_discovery: PodDiscovery = PodDiscovery()
+    place: Place = Place()  # a container, or the host
 
     @property
     def settings(self) -> Config:

@@ -27,6 +27,7 @@ from vmnet_hook.cli.doctor.facts import (
     HookFile,
     Interpreter,
     Paths,
+    Place,
     PodDiscovery,
     SELinux,
 )
@@ -36,6 +37,8 @@ from vmnet_hook.host.mounts import cgroup_mounts
 from vmnet_hook.host.netns import run_in_new_netns
 from vmnet_hook.host.pods import kubepods_cgroups, pod_uids_in_proc
 from vmnet_hook.host.procfs import ProcFs
+
+CONTAINER_FILES = ("/.dockerenv", "/run/.containerenv")  # docker's, podman's
 
 SIOCGIFINDEX = 0x8933
 PROBE_VETH, PROBE_PEER, PROBE_ALTNAME = "vmnprobe0", "vmnprobe1", "vmnprobe-alt"
@@ -66,7 +69,9 @@ def gather(paths: Paths, environ: Mapping[str, str] = os.environ) -> Facts:
         main_hook=main_hook,
         dropin_hook=dropin_hook,
         interpreter=ask_interpreter(ours.interpreter) if ours and ours.executable else None,
-        daemon=find_daemon(paths.daemon_pidfiles, proc_root),
+        # /proc, not proc_root: the pid file is in this PID namespace, as is the libvirtd
+        # that runs the hook (proc_root may be the host's, seen from a container)
+        daemon=find_daemon(paths.daemon_pidfiles, "/proc"),
         hup_pid=hup_pid,
         hup_at=hup_at,
         own_pyroute2=_own_pyroute2(),
@@ -77,6 +82,7 @@ def gather(paths: Paths, environ: Mapping[str, str] = os.environ) -> Facts:
             tool for tool in MASQUERADE_TOOLS if shutil.which(tool, path=paths.search_path) is None
         ),
         pod_discovery=probe_pod_discovery(proc_root),
+        place=read_place(settings or Config(), environ),
     )
 
 
@@ -299,3 +305,55 @@ def _count_dirs(directory: str) -> int | None:
         return sum(entry.is_dir() for entry in os.scandir(directory))
     except OSError:
         return None
+
+
+def read_place(settings: Config, environ: Mapping[str, str]) -> Place:
+    """Whether this runs in a container, and what it sees of the host from there."""
+    own_mount, own_cgroup = (_differs(settings.proc_root, ns) for ns in ("mnt", "cgroup"))
+    signs = [path for path in CONTAINER_FILES if os.path.exists(path)]
+    signs += ["KUBERNETES_SERVICE_HOST set"] if "KUBERNETES_SERVICE_HOST" in environ else []
+    signs += ["own mount namespace"] if own_mount else []
+    signs += ["own cgroup namespace"] if own_cgroup else []
+    return Place(
+        signs=tuple(signs),
+        sees_host_init=own_mount,
+        own_cgroupns=own_cgroup,
+        kubepods_cgroups=len(kubepods_cgroups(ProcFs(settings.proc_root))),
+        netns_mount=mount_propagation(settings.netns_dir),
+    )
+
+
+def _differs(proc_root: str, ns: str) -> bool:
+    """This process's namespace ``ns`` is not the host's: that of PID 1 in ``proc_root``,
+    or where PID 1's cannot be read (a PID 1 that is not dumpable), of the first process
+    whose can. False when none can be read."""
+    try:
+        mine = os.readlink(f"/proc/self/ns/{ns}")
+        pids = sorted(int(entry) for entry in os.listdir(proc_root) if entry.isdigit())
+    except OSError:
+        return False
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            return os.readlink(f"{proc_root}/{pid}/ns/{ns}") != mine
+    return False
+
+
+def mount_propagation(point: str) -> str:
+    """``slave``, ``shared`` or ``private`` for the mount at ``point``; "" if none is there."""
+    found = ""
+    with (
+        contextlib.suppress(OSError),
+        open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as table,
+    ):
+        for line in table:
+            fields = line.split(" - ", 1)[0].split()
+            if len(fields) > 4 and fields[4] == point.rstrip("/"):
+                found = _propagation(fields[6:])  # the last mount at a point wins
+    return found
+
+
+def _propagation(optional_fields: list[str]) -> str:
+    tags = " ".join(optional_fields)
+    if "master:" in tags:
+        return "slave"
+    return "shared" if "shared:" in tags else "private"
