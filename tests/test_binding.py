@@ -171,11 +171,11 @@ def test_status_marks_bindings_whose_veth_went_away(store: StateStore) -> None:
     del netlink.host_links[11]
     rows = [
         (s.domain, s.placeholder, s.host_veth, s.state, s.problem)
-        for s in statuses(store, netlink)
+        for s in statuses(store.all(), netlink)
     ]
     assert rows == [
         ("vm1", "vnaaaa", "vethA", "ok", ""),
-        ("vm1", "vnbbbb", "vethB", "stale", "vnbbbb names no link: the pod's veth is gone"),
+        ("vm1", "vnbbbb", "vethB", "broken", "vnbbbb names no link: the pod's veth is gone"),
     ]
-    assert statuses(store, netlink, "other-vm") == []
-    assert len(statuses(store, netlink, UUID)) == 2
+    assert statuses(store.all(), netlink, "other-vm") == []
+    assert len(statuses(store.all(), netlink, UUID)) == 2

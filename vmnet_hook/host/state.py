@@ -169,7 +169,7 @@ class StateStore:
             if found is None:
                 return None
             payload, stamp = found
-            return _decode(json.loads(payload)), stamp
+            return _decode(json.loads(payload.decode())), stamp
         except OSError as error:
             reason = error.strerror or str(error)
         except UnicodeDecodeError:
@@ -229,7 +229,10 @@ _DIRECTORY_PROBLEMS = {
     errno.EDQUOT: ("is over its quota", f"free space on its file system, {_ELSEWHERE}"),
     errno.EROFS: ("is read-only", f"remount its file system read-write, {_ELSEWHERE}"),
     errno.EACCES: ("is not writable", f"make it root's with mode 0700, {_ELSEWHERE}"),
-    errno.EPERM: ("is not writable", f"make it root's with mode 0700, {_ELSEWHERE}"),
+    errno.EPERM: (
+        "is not writable",
+        f"check its owner, mode and attributes (lsattr), {_ELSEWHERE}",
+    ),
     errno.ENOTDIR: ("is not a directory", f"remove what stands in its way, {_ELSEWHERE}"),
     errno.EEXIST: ("is not a directory", f"remove what stands in its way, {_ELSEWHERE}"),
     errno.EIO: ("has an I/O error", f"check its file system and disk, {_ELSEWHERE}"),
