@@ -9,7 +9,7 @@ import os
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -129,10 +129,11 @@ def test_save_and_remove_on_a_full_then_read_only_tmpfs(mount: Path) -> None:
     assert os.listdir(store.state_dir) == [f"{OTHER}.json"]
     assert store.load(OTHER) == DomainState("vm0", ())  # the old record, whole
     remount(mount, "ro")
-    for act, stays in [
+    acts: list[tuple[Callable[[], None], str]] = [
         (lambda: store.save(OTHER, DomainState("vm0", ())), ""),
         (lambda: store.remove(OTHER), f"; {store.path(OTHER)} stays"),
-    ]:
+    ]
+    for act, stays in acts:
         with pytest.raises(StateError) as caught:
             act()
         assert str(caught.value) == f"state directory {store.state_dir} {READ_ONLY}".replace(
@@ -161,23 +162,20 @@ def test_an_immutable_state_directory_is_named(mount: Path) -> None:
     assert os.listdir(store.state_dir) == []
 
 
-SAVE = (
-    """
+SAVE = """
 import resource, signal, sys
 from vmnet_hook.host.state import DomainState, StateStore
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN if sys.argv[2] == "ignore" else signal.SIG_DFL)
 resource.setrlimit(resource.RLIMIT_FSIZE, (1000, 1000))
 try:
-    StateStore(sys.argv[1]).save("%s", DomainState("v" * 5000, ()))
+    StateStore(sys.argv[1]).save(sys.argv[3], DomainState("v" * 5000, ()))
 except Exception as error:
     print(error)
 """
-    % OTHER
-)  # noqa: UP031
 
 
 def save_limited(state_dir: Path, on_limit: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-c", SAVE, str(state_dir), on_limit], cwd=REPO,
+    return subprocess.run([sys.executable, "-c", SAVE, str(state_dir), on_limit, OTHER], cwd=REPO,
                           capture_output=True, text=True, timeout=30, check=False)  # fmt: skip
 
 
