@@ -9,6 +9,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import sys
+from types import FrameType
 from typing import Any
 
 from vmnet_hook.hook import gate
@@ -17,9 +19,9 @@ LOCKS = "/proc/locks"
 MAX_READ = 64 * 1024
 
 
-def line(clock: gate.deadline) -> str:
+def line(clock: gate.deadline, frame: FrameType | None) -> str:
     head = f"domain {clock.domain!r}: gave up after {clock.seconds:g}s (deadline_seconds)"
-    doing = clock.doing or waiting_for_lock(clock.state_dir)
+    doing = clock.doing or waiting_for_lock(frame)
     parts = [f"{head} {doing}" if doing else head, left_bound(clock)]
     with contextlib.suppress(Exception):
         import syslog
@@ -31,38 +33,38 @@ def line(clock: gate.deadline) -> str:
     return "; ".join(parts)
 
 
-def waiting_for_lock(state_dir: str) -> str:
-    """What this process waits for when it waits for a flock (it takes none but the state
-    dir's lock): the lock and who holds it; else ""."""
-    waiting, holders = _flocks(_read(LOCKS) or "")
-    if waiting is None:
+def waiting_for_lock(frame: FrameType | None) -> str:
+    """When the signal interrupted the host-wide lock's flock (the one wait for a lock the
+    hook has; the kernel forgets the waiter as the signal interrupts it), that lock and
+    who holds it, from /proc/locks and what the holder wrote in it; else ""."""
+    state = sys.modules.get("vmnet_hook.host.state")
+    store = frame.f_locals.get("self") if frame is not None else None
+    if state is None or frame is None or frame.f_code.co_name != "lock":
         return ""
-    lock = os.path.join(state_dir, ".lock") if state_dir else "in the state dir"
-    pids = holders.get(waiting, [])
-    said = (_read(os.path.join(state_dir, ".lock")) or "").strip() if state_dir else ""
+    if not isinstance(store, state.StateStore):
+        return ""
+    lock = os.path.join(store.state_dir, ".lock")
+    try:
+        info = os.stat(lock)
+    except OSError:
+        return f"while waiting for the host-wide lock {lock}"
+    key = f"{os.major(info.st_dev):02x}:{os.minor(info.st_dev):02x}:{info.st_ino}"
+    pids = _flock_holders(_read(LOCKS) or "").get(key, [])
     holder = f"pid {', '.join(pids)}" if pids else "a process in another PID namespace"
+    said = (_read(lock) or "").strip()
     if said:
         holder += f" ({said.splitlines()[0][:200]})"
     return f"while waiting for the host-wide lock {lock}, held by {holder}"
 
 
-def _flocks(text: str) -> tuple[str | None, dict[str, list[str]]]:
-    """(the device:inode this process waits to flock, or None; holders' pids by
-    device:inode). /proc/locks: ``1: FLOCK  ADVISORY  WRITE PID MAJ:MIN:INODE 0 EOF``, a
-    waiter's line with ``->`` after the number."""
-    mine, waiting = str(os.getpid()), None
+def _flock_holders(text: str) -> dict[str, list[str]]:
+    """Holders' pids by MAJ:MIN:INODE, from /proc/locks: ``1: FLOCK  ADVISORY  WRITE PID
+    MAJ:MIN:INODE 0 EOF`` (a waiter's line has ``->`` after the number)."""
     holders: dict[str, list[str]] = {}
     for fields in (entry.split() for entry in text.splitlines()):
-        blocked = len(fields) > 1 and fields[1] == "->"
-        fields = fields[1:] if blocked else fields
-        if len(fields) < 6 or fields[1] != "FLOCK":
-            continue
-        pid, key = fields[4], fields[5]
-        if blocked and pid == mine:
-            waiting = key
-        elif not blocked:
-            holders.setdefault(key, []).append(pid)
-    return waiting, holders
+        if len(fields) >= 6 and fields[1] == "FLOCK":
+            holders.setdefault(fields[5], []).append(fields[4])
+    return holders
 
 
 def left_bound(clock: gate.deadline) -> str:

@@ -218,7 +218,7 @@ class deadline:  # a class, not @contextmanager: contextlib is not worth it on t
         _signal.setitimer(_signal.ITIMER_REAL, 0)
         _signal.signal(_signal.SIGALRM, self.previous)
 
-    def _expire(self, _signum: int, _frame: FrameType | None) -> None:
+    def _expire(self, _signum: int, frame: FrameType | None) -> None:
         line = f"domain {self.domain!r}: gave up after {self.seconds:g}s (deadline_seconds)"
         # What follows reads small local files; a second, short alarm ends the process
         # with the line so far should one of them hang.
@@ -227,7 +227,7 @@ class deadline:  # a class, not @contextmanager: contextlib is not worth it on t
         try:
             from vmnet_hook.hook import expiry
 
-            line = expiry.line(self)
+            line = expiry.line(self, frame)
         finally:
             self._exit(line)
 
