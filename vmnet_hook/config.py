@@ -164,9 +164,19 @@ def untrusted_line(what: str, path: str, why: str) -> str:
 
 
 def check_state_dir(path: str) -> None:
-    """Refuse a state directory that anyone but root could change: the directory itself
-    (or, while it does not exist, where it would be made) and every directory above it;
-    those above may be writable by all if sticky, as /tmp is."""
+    """Refuse a state directory that anyone but root could change."""
+    found = untrusted_dir(path)
+    if found is not None:
+        judged, why = found
+        real = os.path.realpath(path)
+        what = "state directory" if judged == real else f"above state directory {real}:"
+        raise ConfigError(untrusted_line(what, judged, why))
+
+
+def untrusted_dir(path: str) -> tuple[str, str] | None:
+    """(the directory, why) when anyone but root could change the directory at ``path``:
+    the directory itself (or, while it does not exist, where it would be made) and every
+    directory above it; those above may be writable by all if sticky, as /tmp is."""
     real = os.path.realpath(path)
     current = real
     while True:
@@ -175,13 +185,12 @@ def check_state_dir(path: str) -> None:
         except FileNotFoundError:
             info = None
         except OSError as error:
-            raise ConfigError(f"state directory {path}: {current}: {error.strerror}") from None
+            return current, f"unreadable ({error.strerror})"
         if info is not None and (why := untrusted(info, sticky_ok=current != real)):
-            what = "state directory" if current == real else f"above state directory {real}:"
-            raise ConfigError(untrusted_line(what, current, why))
+            return current, why
         parent = os.path.dirname(current)
         if parent == current:
-            return
+            return None
         current = parent
 
 
