@@ -150,8 +150,14 @@ class StateStore:
 
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
-        """Host-wide: what other domains hold is checked and ours recorded as one step."""
-        try:  # faults-state: a read-only or full directory is named (rule 7)
+        """Host-wide: what other domains hold is checked and ours recorded as one step.
+
+        The holder writes its pid and call (``qemu DOMAIN OPERATION SUBOP``) into the lock
+        file while it holds it, so that a call whose deadline runs out while it waits can
+        say who holds it (hook.expiry, with the kernel's /proc/locks)."""
+        import sys
+
+        try:  # a read-only or full directory is named (rule 7)
             os.makedirs(self.state_dir, mode=0o700, exist_ok=True)
             fd = os.open(os.path.join(self.state_dir, ".lock"),
                          os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)  # fmt: skip
@@ -159,8 +165,15 @@ class StateStore:
             raise directory_error(self.state_dir, error) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)  # bounded by the hook's deadline
+            call = " ".join([os.path.basename(sys.argv[0]), *sys.argv[1:4]] if sys.argv else [])
+            holder = f"pid {os.getpid()}: {call}"[:200].encode("utf-8", "backslashreplace")
+            with contextlib.suppress(OSError):  # a full disk must not stop the hook here
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, holder + b"\n", 0)
             yield
         finally:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, 0)
             os.close(fd)
 
     def _load(self, path: str, uuid: str) -> tuple[DomainState, Stamp] | None:
