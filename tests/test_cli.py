@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 from tests import test_status
-from tests.conftest import DATA, MakePod, domain_xml
+from tests.conftest import DATA, REPO, MakePod, domain_xml
 from tests.test_hook_kernel import PLACEHOLDER, UUID, altnames
 from tests.test_status import FakeVirsh
 from vmnet_hook.cli.main import cli
@@ -131,3 +133,37 @@ def test_hook_then_status_shows_the_binding_and_nothing_after_release(
     assert (released.exit_code, released.output) == (0, "")
     assert runner.invoke(cli, ["status"]).output == "no bindings\n"
     assert list(Path(hook_env["VMNET_HOOK_STATE_DIR"]).glob("*.json")) == []
+
+
+@pytest.mark.kernel
+def test_names_from_the_xml_and_the_pod_reach_the_terminal_escaped(
+    runner: CliRunner, make_pod: MakePod, fake_virsh: FakeVirsh
+) -> None:
+    fake_virsh(f"echo {UUID}")
+    pod = make_pod()
+    name = "vm\x9b2J\u202e1"  # C1 CSI: clear the screen; then turn the rest of the line around
+    xml = domain_xml(NETNS=pod.name).replace("<name>vm1</name>", f"<name>{name}</name>")
+    assert runner.invoke(cli, ["hook", name, "prepare", "begin", "-"], input=xml).exit_code == 0
+    try:
+        shown = runner.invoke(cli, ["status"])
+        assert shown.output.startswith("vm\\x9b2J\\u202e1  52:54:00:12:34:56  l2  "), shown.output
+        assert "\x9b" not in shown.output and "\u202e" not in shown.output
+    finally:
+        runner.invoke(cli, ["hook", name, "release", "end", "-"], input=xml)
+
+
+@pytest.mark.parametrize(
+    ("redirect", "status", "line"),
+    [
+        (">&-", 1, "vmnet-hook: stdout is closed: nothing a command prints could be read"),
+        ("<&-", 1, "vmnet-hook: domain XML is not well-formed: Document is empty"),
+    ],
+)
+def test_a_closed_stdout_or_stdin_is_one_line_not_a_traceback(
+    hook_env: dict[str, str], redirect: str, status: int, line: str
+) -> None:
+    command = f"exec {sys.executable} -m vmnet_hook.cli.main rewrite - {redirect}"
+    done = subprocess.run(["sh", "-c", command], capture_output=True, text=True,
+                          env=hook_env, cwd=REPO, timeout=60, check=False)  # fmt: skip
+    assert (done.returncode, done.stderr.count("\n")) == (status, 1), done.stderr
+    assert done.stderr.startswith(line)

@@ -19,6 +19,7 @@ from vmnet_hook.cli.options import (
     xml_argument,
 )
 from vmnet_hook.errors import VmnetError
+from vmnet_hook.text import printable
 
 if TYPE_CHECKING:  # the commands import their modules when they run
     from vmnet_hook.cli.libvirt import RunningDomains
@@ -35,8 +36,16 @@ class Commands(click.Group):
             return super().invoke(ctx)
         except VmnetError as error:
             for line in str(error).splitlines():
-                click.echo(f"vmnet-hook: {line}", err=True)
+                say(f"vmnet-hook: {line}", err=True)
             ctx.exit(1)
+
+
+def say(text: str, err: bool = False) -> None:
+    """Echo lines a user reads: names from pods and domain XML have their control
+    characters shown escaped (vmnet_hook.text), never sent to the terminal. XML and JSON
+    output is escaped by its serialiser and goes through click.echo as it is."""
+    lines = ("\t".join(map(printable, line.split("\t"))) for line in text.split("\n"))
+    click.echo("\n".join(lines), err=err)
 
 
 def _settings() -> config.Config:
@@ -91,7 +100,7 @@ def resolve(pod_dev: str, as_json: bool, **selectors: str | None) -> None:
                   "pod_netns_inode": veth.pod_netns.ino}  # fmt: skip
         click.echo(json.dumps(record))
     else:
-        click.echo(veth.name)
+        say(veth.name)
 
 
 @cli.command(context_settings={"ignore_unknown_options": True})
@@ -123,7 +132,7 @@ def demo(no_libvirt: bool) -> None:
     """
     from vmnet_hook.demo.run import run
 
-    run(click.echo, with_libvirt=not no_libvirt)
+    run(say, with_libvirt=not no_libvirt)
 
 
 @cli.command()
@@ -143,7 +152,10 @@ def pods(as_json: bool) -> None:
     from vmnet_hook.cli.pods import list_pods, to_json, to_table
 
     entries = list_pods(_settings())
-    click.echo(to_json(entries) if as_json else to_table(entries))
+    if as_json:
+        click.echo(to_json(entries))
+    else:
+        say(to_table(entries))
 
 
 @cli.command()
@@ -226,11 +238,11 @@ def status(domain: str | None, as_json: bool, prune: bool, libvirt_uri: str) -> 
     if as_json:
         click.echo(json.dumps(shown.to_json(found), indent=1))
     elif not found.rows and not found.unreadable:
-        click.echo("no bindings" + (f" for {domain}" if domain else ""))
+        say("no bindings" + (f" for {domain}" if domain else ""))
     for line in [] if as_json else shown.to_lines(found):
-        click.echo(line)
+        say(line)
     for note in shown.notes(found):
-        click.echo(f"vmnet-hook: {note}", err=True)
+        say(f"vmnet-hook: {note}", err=True)
     if found.failed:
         click.get_current_context().exit(1)
 
@@ -249,9 +261,9 @@ def _prune(
             f"cannot ask libvirt which domains run ({error}): nothing pruned"
         ) from None
     for line in pruned.done or ([] if pruned.problems else ["nothing to prune"]):
-        click.echo(line)
+        say(line)
     for line in pruned.problems:
-        click.echo(f"vmnet-hook: {line}", err=True)
+        say(f"vmnet-hook: {line}", err=True)
     if pruned.problems:
         click.get_current_context().exit(1)
 
@@ -279,10 +291,32 @@ def doctor(hooks_dir: str, as_json: bool) -> None:
 
     paths = Paths(hooks_dir=hooks_dir.rstrip("/") or "/", config_path=config.config_path())
     checks = run_checks(paths)
-    click.echo(json.dumps(report(checks), indent=1) if as_json else render(checks))
+    if as_json:
+        click.echo(json.dumps(report(checks), indent=1))
+    else:
+        say(render(checks))
     if any(check.failed for check in checks):
         click.get_current_context().exit(1)
 
 
 def main() -> None:
-    cli(prog_name="vmnet-hook")
+    """No traceback for any input: a closed stdin reads as empty, a closed stdout is one
+    line on stderr, and a bug is one line naming it."""
+    from vmnet_hook.hook.gate import plug_closed_descriptors
+
+    stdout_closed, stdin_closed = sys.stdout is None, sys.stdin is None
+    plug_closed_descriptors()
+    if stdin_closed:
+        sys.stdin = open(0, closefd=False)  # noqa: SIM115 (the process's own stdin)
+    if stdout_closed:
+        say("vmnet-hook: stdout is closed: nothing a command prints could be read", err=True)
+        sys.exit(1)
+    try:
+        cli(prog_name="vmnet-hook")
+    except Exception as error:  # a bug; still one line, never a traceback
+        say(f"vmnet-hook: internal error: {error!r}", err=True)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

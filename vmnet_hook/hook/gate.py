@@ -50,7 +50,7 @@ def main(
     """The hook. Without ``argv`` this process is hooks/qemu's, and ends with the call."""
     args = sys.argv[1:] if argv is None else argv
     if argv is None:
-        _plug_closed_descriptors()
+        plug_closed_descriptors()
     out, err = stdout or sys.stdout, stderr or sys.stderr
     step = (args[1], args[2]) if len(args) >= 3 else ("", "")
     operation = OPERATIONS.get(step)
@@ -82,7 +82,7 @@ def main(
             gc.freeze()
 
 
-def _plug_closed_descriptors() -> None:
+def plug_closed_descriptors() -> None:
     """Python leaves sys.stdin/stdout/stderr None for a descriptor 0, 1 or 2 that was
     closed; /dev/null takes its number, so that no file opened later (the lock, a netlink
     socket) is taken for one of them."""
