@@ -7,6 +7,7 @@ two selectors. The refusal is one line naming what holds the NIC, and nothing is
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import subprocess
@@ -14,6 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import psutil
 import pytest
 
 from tests.conftest import MakePod, RunHook
@@ -94,6 +96,11 @@ class Domains:
                 path.write_bytes(content)
         for xml in reversed(self.xmls):
             self.run_hook("vm", "release", "end", "-", xml=xml)
+        for process in psutil.process_iter(["cmdline"]):  # what a failed test stranded
+            if any(arg.startswith(f"--pid-file={self.state_dir}/") for arg in
+                   process.info["cmdline"] or ()):  # fmt: skip
+                with contextlib.suppress(psutil.Error):
+                    process.kill()
 
 
 @pytest.fixture
