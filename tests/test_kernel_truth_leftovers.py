@@ -8,6 +8,7 @@ the same name on another link is still refused."""
 from __future__ import annotations
 
 import json
+import os
 import secrets
 from pathlib import Path
 
@@ -191,3 +192,19 @@ def test_an_l2_claim_removes_this_domains_masquerade_leftovers_in_its_pod(
     assert not link_exists(masqueraded.placeholder)
     assert domains.release("vm1", xml).returncode == 0
     assert altnames(pod.host_veth) == []
+
+
+def test_a_pid_file_that_is_a_fifo_neither_blocks_nor_stops_a_prepare(
+    make_pod: MakePod, domains: Domains
+) -> None:
+    """Leftover pid files are read without blocking and without following links."""
+    pod = make_pod()
+    domains.state_dir.mkdir(mode=0o700)
+    fifo = domains.state_dir / f"{UUID_A}.vg{secrets.token_hex(6)}.pid"
+    os.mkfifo(fifo)
+    nic = Nic(f'netns="{pod.name}"')
+    xml = domain_xml("vm1", UUID_A, nic)
+    done = domains.prepare("vm1", xml)
+    assert (done.returncode, done.stderr) == (0, "")
+    assert not fifo.exists()
+    assert domains.release("vm1", xml).returncode == 0

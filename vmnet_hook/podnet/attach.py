@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import os
+import stat
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -187,14 +188,25 @@ def stop_own_dnsmasqs(uuid: str, state_dir: str) -> None:
             continue
         pid_file = os.path.join(state_dir, name)
         with contextlib.suppress(OSError, ValueError, psutil.Error):
-            with open(pid_file, encoding="ascii") as handle:
-                process = psutil.Process(int(handle.read(32).strip()))
+            process = psutil.Process(_pid_in(pid_file))
             if f"--pid-file={pid_file}" in process.cmdline():
                 process.kill()
                 process.wait(1.0)
         for path in (pid_file, pid_file.removesuffix(".pid") + ".leases"):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
+
+
+def _pid_in(pid_file: str) -> int:
+    """The pid a pid file holds; a file that is not a regular one (a FIFO, a link) is
+    never read: it could block or lead elsewhere."""
+    fd = os.open(pid_file, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ValueError(f"{pid_file} is not a regular file")
+        return int(os.read(fd, 32).decode("ascii").strip())
+    finally:
+        os.close(fd)
 
 
 def _record(
