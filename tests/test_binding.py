@@ -81,13 +81,28 @@ def test_an_interruption_after_the_kernel_bound_still_unbinds_everything(
     assert store.load(UUID) is None
 
 
-def test_an_unreadable_state_file_does_not_block_other_domains(store: StateStore) -> None:
+def test_an_unreadable_state_file_blocks_every_claim_until_it_is_removed(
+    store: StateStore,
+) -> None:
+    """It may record who holds this very NIC: claims fail closed, naming the file."""
     netlink = FakeNetlink(veth(10, "vethA"))
     Path(store.state_dir).mkdir()
-    Path(store.path("11111111-1111-4111-8111-111111111111")).write_text("{truncated")
+    other = "11111111-1111-4111-8111-111111111111"
+    Path(store.path(other)).write_text("{truncated")
     vm = domain(claim(1, "vnaaaa"))
-    binding.bind_all(vm, binding.plan(vm, {vm.claims[0].mac: host_veth(veth(10, "vethA"))}),
-                     netlink, store)  # fmt: skip
+    bindings = binding.plan(vm, {vm.claims[0].mac: host_veth(veth(10, "vethA"))})
+    with pytest.raises(Failures) as caught:
+        binding.bind_all(vm, bindings, netlink, store)
+    assert str(caught.value) == (
+        f"domain 'vm1': cannot tell who holds its pod NICs: state file {store.path(other)} is "
+        "unreadable (not JSON: Expecting property name enclosed in double quotes: line 1 "
+        f"column 2 (char 1)): if no running domain has UUID {other}, remove it; "
+        "`vmnet-hook status` lists it"
+    )
+    assert altnames(netlink) == {"vethA": ()}
+    assert store.load(UUID) is None
+    Path(store.path(other)).unlink()
+    binding.bind_all(vm, bindings, netlink, store)
     assert altnames(netlink) == {"vethA": ("vnaaaa",)}
 
 
@@ -159,14 +174,14 @@ def test_status_marks_bindings_whose_veth_went_away(store: StateStore) -> None:
     del netlink.host_links[11]
     rows = [
         (s.domain, s.placeholder, s.host_veth, s.state, s.problem)
-        for s in statuses(store, netlink)
+        for s in statuses(store.all(), netlink)
     ]
     assert rows == [
         ("vm1", "vnaaaa", "vethA", "ok", ""),
-        ("vm1", "vnbbbb", "vethB", "stale", "vnbbbb names no link: the pod's veth is gone"),
+        ("vm1", "vnbbbb", "vethB", "broken", "vnbbbb names no link: the pod's veth is gone"),
     ]
-    assert statuses(store, netlink, "other-vm") == []
-    assert len(statuses(store, netlink, UUID)) == 2
+    assert statuses(store.all(), netlink, "other-vm") == []
+    assert len(statuses(store.all(), netlink, UUID)) == 2
 
 
 @pytest.mark.parametrize("kind", ["macvtap", "macvlan", "ipvtap"])

@@ -8,9 +8,13 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from tests import test_status
 from tests.conftest import DATA, MakePod, domain_xml
-from tests.test_hook_kernel import PLACEHOLDER, altnames
+from tests.test_hook_kernel import PLACEHOLDER, UUID, altnames
+from tests.test_status import FakeVirsh
 from vmnet_hook.cli.main import cli
+
+fake_virsh = test_status.fake_virsh  # the fixture: which domains libvirt runs
 
 REWRITE = DATA / "rewrite" / "two-pods.in.xml"
 
@@ -41,6 +45,11 @@ def test_annotate_prints_xml_the_hook_accepts(runner: CliRunner) -> None:
     assert done.exit_code == 0, done.output
     assert ('<vmnet:interface network="l2" mac="52:54:00:00:00:02" dev="net1" '
             'pod-uid="3f9a0c1d-2e4b-4c5d-8e6f-7a8b9c0d1e2f"/>') in done.output  # fmt: skip
+
+
+def test_status_prune_prints_lines_not_json(runner: CliRunner) -> None:
+    done = runner.invoke(cli, ["status", "--prune", "--json"])
+    assert done.exit_code == 2 and "--prune prints lines, not JSON" in done.output
 
 
 @pytest.mark.parametrize(
@@ -104,8 +113,9 @@ def test_rewrite_binds_nothing(runner: CliRunner, make_pod: MakePod) -> None:
 
 @pytest.mark.kernel
 def test_hook_then_status_shows_the_binding_and_nothing_after_release(
-    runner: CliRunner, make_pod: MakePod, hook_env: dict[str, str]
+    runner: CliRunner, make_pod: MakePod, hook_env: dict[str, str], fake_virsh: FakeVirsh
 ) -> None:
+    fake_virsh(f"echo {UUID}")
     pod = make_pod()
     xml = domain_xml(NETNS=pod.name)
     prepared = runner.invoke(cli, ["hook", "vm1", "prepare", "begin", "-"], input=xml)
@@ -114,8 +124,8 @@ def test_hook_then_status_shows_the_binding_and_nothing_after_release(
     assert (shown.exit_code, shown.output) == (
         0, f"vm1  52:54:00:12:34:56  l2  {PLACEHOLDER} -> {pod.host_veth}  ok\n")  # fmt: skip
     rows = json.loads(runner.invoke(cli, ["status", "--json"]).output)
-    assert [(r["domain"], r["host_veth"], r["state"]) for r in rows] == [
-        ("vm1", pod.host_veth, "ok")
+    assert [(r["domain"], r["host_veth"], r["state"], r["stale"]) for r in rows] == [
+        ("vm1", pod.host_veth, "ok", False)
     ]
     released = runner.invoke(cli, ["hook", "vm1", "release", "end", "-"], input=xml)
     assert (released.exit_code, released.output) == (0, "")

@@ -86,7 +86,7 @@ DROPIN = HookFile(f"{HOOKS}/qemu.d/vmnet-hook", exists=True, ours=True, executab
 
 def test_a_healthy_host_passes_every_check() -> None:
     checks = [check(healthy()) for check in doctor.CHECKS]
-    assert [c.name for c in checks] == ["config", "kernel-altname", "libvirt-version",
+    assert [c.name for c in checks] == ["config", "trust", "kernel-altname", "libvirt-version",
                                         "hook-layout", "hook-runs", "libvirtd", "pyroute2",
                                         "cgroups", "pod-discovery", "pod-logs", "selinux",
                                         "masquerade", "container"]  # fmt: skip
@@ -100,6 +100,11 @@ def test_a_healthy_host_passes_every_check() -> None:
 BROKEN: list[tuple[dict[str, object], str, str, str]] = [
     (dict(config=None, config_error="config file /etc/vmnet-hook/config: unknown key 'proc_rot'"),
      "config", "unknown key 'proc_rot'", "correct what the message names in /etc/vmnet-hook/config"),
+    (dict(untrusted=(("config file", "/srv/cm/config", "owned by uid 1000, not root"),
+                     ("state directory", "/srv/state", "writable by group or others (mode 0775)"))),
+     "trust", "config file /srv/cm/config: owned by uid 1000, not root; state directory /srv/state: "
+     "writable by group or others (mode 0775) (the hook refuses it",
+     "chown root: /srv/cm/config; chmod go-w /srv/cm/config; chown root: /srv/state; chmod go-w /srv/state"),
     (dict(altname_error="cannot bind altname vmnprobe-alt on ifindex 3: (95, 'Operation not supported')"),
      "kernel-altname", "Linux 6.1.0-18-amd64: cannot bind altname", "Linux >= 5.5"),
     (dict(altname_error="cannot make a network namespace: Operation not permitted"),
@@ -532,3 +537,24 @@ def test_mount_propagation_reads_this_process_mountinfo(tmp_path: Path) -> None:
                             capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "['shared', 'slave', '']"
+
+
+def test_the_trust_probe_judges_real_files_behind_symlinks(tmp_path: Path) -> None:
+    """Made for real: a config owned by nobody behind a symlink, a state dir its group may
+    write; then both made root's alone, which the probe accepts."""
+    from vmnet_hook.cli.doctor.probes import probe_trust
+
+    target, link = tmp_path / "real-config", tmp_path / "config"
+    target.write_text("[vmnet-hook]\n")
+    link.symlink_to(target)
+    os.chown(target, 65534, 65534)
+    state = tmp_path / "state"
+    state.mkdir()
+    state.chmod(0o770)
+    assert probe_trust(str(link), str(state)) == (
+        ("config file", str(target), "owned by uid 65534, not root"),
+        ("state directory", str(state), "writable by group or others (mode 0770)"),
+    )  # the default state dir, also judged, is root's here
+    os.chown(target, 0, 0)
+    state.chmod(0o700)
+    assert probe_trust(str(link), str(state)) == ()

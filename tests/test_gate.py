@@ -13,6 +13,8 @@ import os
 import subprocess
 import sys
 import threading
+import uuid as uuidlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,7 +22,7 @@ import pytest
 from tests.conftest import HOOK, RunHook, domain_xml
 from vmnet_hook import config
 from vmnet_hook.errors import VmnetError
-from vmnet_hook.hook import gate
+from vmnet_hook.hook import gate, place
 from vmnet_hook.hook.operations import ANNOTATION, OPERATIONS
 from vmnet_hook.host.state import DomainState, StateStore
 
@@ -28,6 +30,7 @@ HEAVY = ("lxml", "pyroute2", "psutil", "click", "vmnet_hook.hook.handlers")
 PLAIN = domain_xml("realistic.xml")  # no vmnet annotation
 ANNOTATED = domain_xml("realistic-annotated.xml", NETNS="vmnt-not-there")
 ANNOTATED_UUID = "b7d4e2a1-0c9f-4a3b-8e6d-5f1a2b3c4d5e"
+PLAIN_UUID = "3c9e1f6a-7b2d-4e8f-a1c5-9d0b4e6f2a18"
 PHASES = ("prepare", "start", "started", "stopped", "release")
 STEPS = [(op, sub) for op in PHASES for sub in ("begin", "end")] + [
     ("migrate", "begin"),
@@ -158,23 +161,69 @@ def test_release_end_with_state_does_the_work(hook_env: dict[str, str]) -> None:
     assert store.load(ANNOTATED_UUID) is None
 
 
-def test_release_end_finds_state_in_the_config_files_state_dir(
-    libvirt_env: dict[str, str], tmp_path: Path
+@pytest.fixture
+def pointed_uuid() -> Iterator[str]:
+    """A fresh domain UUID whose pointer (in the real default state dir, where prepare
+    writes it) is removed at the end, pass or fail."""
+    uuid = str(uuidlib.uuid4())
+    yield uuid
+    place.remove_pointer(uuid)
+
+
+def test_release_end_follows_prepares_pointer_to_the_config_files_state_dir(
+    libvirt_env: dict[str, str], tmp_path: Path, pointed_uuid: str
 ) -> None:
-    """A config file is read for state_dir even with no override in the environment, and
-    an unannotated domain's state is released too (its annotation may have been removed
-    while it ran)."""
+    """A config file's state_dir is found through the pointer prepare leaves in the default
+    state dir, and an unannotated domain's state is released too (its annotation may have
+    been removed while it ran). The pointer goes with the state."""
     state_dir = tmp_path / "configured-state"
     config_file = tmp_path / "config"
     config_file.write_text(f"[vmnet-hook]\nstate_dir = {state_dir}\n")
     store = StateStore(str(state_dir))
-    uuid = "3c9e1f6a-7b2d-4e8f-a1c5-9d0b4e6f2a18"  # realistic.xml's
-    store.save(uuid, DomainState("web-frontend-01", ()))
+    store.save(pointed_uuid, DomainState("web-frontend-01", ()))
+    place.write_pointer(pointed_uuid, str(state_dir))
+    xml = PLAIN.replace(PLAIN_UUID, pointed_uuid)
     env = {**libvirt_env, "VMNET_HOOK_CONFIG": str(config_file)}
-    done, modules = imported([str(HOOK), "web-frontend-01", "release", "end", "-"], PLAIN, env)
+    done, modules = imported([str(HOOK), "web-frontend-01", "release", "end", "-"], xml, env)
     assert (done.returncode, done.stdout, done.stderr) == (0, "", "")
     assert "vmnet_hook.hook.handlers" in modules
-    assert store.load(uuid) is None
+    assert store.load(pointed_uuid) is None
+    assert not os.path.exists(place.pointer_path(pointed_uuid))
+
+
+def test_release_end_with_a_config_file_that_moves_the_state_dir_is_light(
+    libvirt_env: dict[str, str], tmp_path: Path, interpreter_modules: set[str]
+) -> None:
+    """A config file that sets state_dir no longer costs release end a config load: a
+    domain without state (no state file, no pointer) is idle like any other."""
+    config_file = tmp_path / "config"
+    config_file.write_text(f"[vmnet-hook]\nstate_dir = {tmp_path / 'moved'}\n")
+    env = {**libvirt_env, "VMNET_HOOK_CONFIG": str(config_file)}
+    assert_idle(["web-frontend-01", "release", "end", "-"], PLAIN, env, interpreter_modules)
+
+
+def test_release_end_with_a_config_broken_after_start_still_releases(
+    libvirt_env: dict[str, str], tmp_path: Path, pointed_uuid: str
+) -> None:
+    """The config file turned invalid while the domain ran: release follows the pointer,
+    undoes the state, says what is wrong with the config, and exits 0."""
+    state_dir = tmp_path / "configured-state"
+    store = StateStore(str(state_dir))
+    store.save(pointed_uuid, DomainState("web-frontend-01", ()))
+    place.write_pointer(pointed_uuid, str(state_dir))
+    config_file = tmp_path / "config"
+    config_file.write_text("[vmnet-hook]\nstate_dir = relative/now\n")
+    env = {**libvirt_env, "VMNET_HOOK_CONFIG": str(config_file)}
+    xml = PLAIN.replace(PLAIN_UUID, pointed_uuid)
+    done = subprocess.run([sys.executable, str(HOOK), "web-frontend-01", "release", "end", "-"],
+                          input=xml, capture_output=True, text=True, env=env, timeout=60)  # fmt: skip
+    assert (done.returncode, done.stdout) == (0, "")
+    assert done.stderr == (
+        "vmnet-hook: config key state_dir: 'relative/now' is not an absolute path; start it "
+        "with /; released with the default settings\n"
+    )
+    assert store.load(pointed_uuid) is None
+    assert not os.path.exists(place.pointer_path(pointed_uuid))
 
 
 def test_fast_path_defaults_match_config() -> None:
@@ -293,4 +342,67 @@ def test_the_gate_and_the_parser_agree_on_uuids(text: str, valid: bool) -> None:
         parsed = domain_uuid(parse_xml(xml)) is not None
     except VmnetError:
         parsed = False
-    assert (gate._uuid(xml) is not None) == parsed == valid
+    assert (gate.domain_uuid(xml) is not None) == parsed == valid
+
+
+OWN = "6f1c2a9e-3b4d-4c5e-8f90-a1b2c3d4e5f6"
+DECOY = "00000000-0000-4000-8000-000000000000"
+
+
+@pytest.mark.parametrize(
+    "xml",
+    [
+        f"<domain><metadata><x:m xmlns:x='urn:x'><uuid>{DECOY}</uuid></x:m></metadata>"
+        f"<uuid>{OWN}</uuid></domain>",
+        f"<domain><!-- <uuid>{DECOY}</uuid> --><uuid>{OWN}</uuid></domain>",
+        f"<domain><description><![CDATA[<uuid>{DECOY}</uuid>]]></description>"
+        f"<uuid>{OWN}</uuid></domain>",
+        f"<?xml version='1.0'?><?pi <uuid>{DECOY}</uuid>?><domain type='qemu'>"
+        f"<title a='x>y'>&lt;uuid>{DECOY}&lt;/uuid></title><uuid>{OWN}</uuid></domain>",
+        f"<domain><name x=\"'>\" y='\">'>n</name><x><uuid>{DECOY}</uuid></x>\n"
+        f"<uuid >\n {OWN.upper()} </uuid ></domain>",
+        f"<domain><os><uuid>{DECOY}</uuid><uuid/></os><uuid>{OWN}</uuid>"
+        f"<metadata>{'<a>' * 200}{'</a>' * 200}</metadata></domain>",
+    ],
+    ids=["metadata-first", "comment", "cdata", "pi-and-quoted-gt", "quotes-and-spaces", "nested"],
+)
+def test_the_gate_finds_the_domains_own_uuid_whatever_comes_first(xml: str) -> None:
+    assert gate.domain_uuid(xml.encode()) == OWN
+    from vmnet_hook.core.annotation import domain_uuid, parse_xml
+
+    assert domain_uuid(parse_xml(xml.encode())) == OWN  # the parser agrees
+
+
+@pytest.mark.parametrize(
+    "xml",
+    [
+        f"<domain><x><uuid>{OWN}</uuid></x></domain>",  # not a child of <domain>
+        f"<other><uuid>{OWN}</uuid></other>",  # not a domain
+        f"<domain><!-- <uuid>{OWN}</uuid> --></domain>",
+        f"<domain><uuid>{OWN}<!-- x --></uuid></domain>",
+        f"<domain><uuid>{OWN}</uuidx></domain>",
+        f"<domain></domain><uuid>{OWN}</uuid>",  # after the root
+        f"<domain><uuid>{OWN}",
+        f"<domain a='{OWN}><uuid>{OWN}</uuid></domain>",  # an unclosed quote
+        "",
+    ],
+)
+def test_the_gate_finds_no_uuid_where_the_domain_has_none(xml: str) -> None:
+    assert gate.domain_uuid(xml.encode()) is None
+
+
+def test_finding_the_uuid_stays_cheap_at_any_size() -> None:
+    """libvirt writes <uuid> near the top: the 60 MB that follow are never looked at; and
+    a document whose uuid comes last is still read in linear time."""
+    import time
+
+    top = f"<domain><name>n</name><uuid>{OWN}</uuid>".encode() + b"<a/>" * 15_000_000
+    top += b"</domain>"
+    started = time.perf_counter()
+    assert gate.domain_uuid(top) == OWN
+    assert time.perf_counter() - started < 0.01
+    last = b"<domain><metadata>" + b"<m>x</m>" * 50_000 + b"</metadata>"
+    last += f"<uuid>{OWN}</uuid></domain>".encode()
+    started = time.perf_counter()
+    assert gate.domain_uuid(last) == OWN
+    assert time.perf_counter() - started < 1.0

@@ -1,12 +1,15 @@
 """Configuration: ``/etc/vmnet-hook/config``, overridden by ``VMNET_HOOK_<KEY>``.
 
-Standard library only: the hook's fast path loads it.
+Standard library only: the hook's fast path loads it. The hook runs as root on every
+domain, so only root's configuration is trusted: the file (the one its symlinks finally
+name) and the state directory must be root's and writable by no one else.
 """
 
 from __future__ import annotations
 
 import configparser
 import os
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -15,6 +18,8 @@ from vmnet_hook.errors import ConfigError
 DEFAULT_PATH = "/etc/vmnet-hook/config"
 SECTION = "vmnet-hook"
 LOG_LEVELS = ("debug", "info", "warning", "error")
+MAX_CONFIG_BYTES = 64 * 1024
+PATH_KEYS = ("proc_root", "pod_log_dir", "netns_dir", "state_dir")
 
 
 @dataclass(frozen=True)
@@ -32,20 +37,50 @@ class Config:
 def _parse(key: str, raw: str) -> object:
     value = raw.strip()
     if key == "deadline_seconds":
-        if not value.isdigit() or not 1 <= int(value) <= 300:
+        # isdigit() alone takes '²' and '١٢'; only ASCII digits are a number here
+        number = value.isascii() and value.isdigit() and len(value) <= 3
+        if not (number and 1 <= int(value) <= 300):
             raise ConfigError(f"config key {key}: {raw!r} is not a whole number of seconds 1-300")
         return int(value)
     if key == "allowed_namespaces":
-        return tuple(part for part in value.replace(",", " ").split() if part)
+        return _namespaces(key, raw)
     if key == "log_level":
         if value not in LOG_LEVELS:
             raise ConfigError(f"config key {key}: {raw!r} is not one of {', '.join(LOG_LEVELS)}")
         return value
     if key == "vm_cidr":
         return _cidr(key, raw)
+    return _path(key, raw)
+
+
+def _path(key: str, raw: str) -> str:
+    value = raw.strip()
     if not value.startswith("/"):
         raise ConfigError(f"config key {key}: {raw!r} is not an absolute path; start it with /")
+    if any(ord(char) < 0x20 or ord(char) == 0x7F for char in value):
+        raise ConfigError(f"config key {key}: {raw!r} holds a control character; remove it")
     return value.rstrip("/") or "/"
+
+
+def _namespaces(key: str, raw: str) -> tuple[str, ...]:
+    names = tuple(part for part in raw.replace(",", " ").split() if part)
+    for name in names:
+        if not is_dns_label(name):
+            raise ConfigError(
+                f"config key {key}: {name!r} is not a Kubernetes namespace name (a DNS-1123 "
+                "label: up to 63 of a-z, 0-9 and '-', beginning and ending with a-z or 0-9)"
+            )
+    return names
+
+
+def is_dns_label(name: str) -> bool:
+    allowed = "abcdefghijklmnopqrstuvwxyz0123456789-"
+    return (
+        0 < len(name) <= 63
+        and all(char in allowed for char in name)
+        and name[0] != "-"
+        and name[-1] != "-"
+    )
 
 
 def _cidr(key: str, raw: str) -> str:
@@ -63,21 +98,100 @@ def _cidr(key: str, raw: str) -> str:
 
 
 def _read_file(path: str) -> dict[str, str]:
+    text = read_trusted(path)
+    if text is None:
+        return {}
     parser = configparser.ConfigParser(interpolation=None)
     try:
-        with open(path, encoding="utf-8") as handle:
-            parser.read_file(handle)
-    except FileNotFoundError:
-        return {}
-    except (OSError, UnicodeDecodeError, configparser.Error) as error:
+        parser.read_string(text, source=path)
+    except configparser.Error as error:
         raise ConfigError(f"config file {path}: {error}".splitlines()[0]) from None
     unknown_sections = [name for name in parser.sections() if name != SECTION]
-    if unknown_sections:
+    if unknown_sections or parser.defaults():
+        where = f"[{unknown_sections[0]}]" if unknown_sections else "[DEFAULT]"
         raise ConfigError(
-            f"config file {path}: unknown section [{unknown_sections[0]}]; "
-            f"put every key under [{SECTION}]"
+            f"config file {path}: unknown section {where}; put every key under [{SECTION}]"
         )
     return dict(parser[SECTION]) if parser.has_section(SECTION) else {}
+
+
+def read_trusted(path: str) -> str | None:
+    """The text of the config file, None when it is missing. Never blocks (a FIFO is
+    refused, not read), never reads without bound, and judges the file its symlinks name."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as error:
+        reason = error.strerror if isinstance(error, OSError) else str(error)
+        raise ConfigError(f"config file {path}: cannot open it: {reason}") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise ConfigError(f"config file {path} is not a regular file; make it one")
+        if why := untrusted(info):
+            raise ConfigError(untrusted_line("config file", path, why))
+        data = os.read(fd, MAX_CONFIG_BYTES + 1)
+    except OSError as error:
+        raise ConfigError(f"config file {path}: cannot read it: {error.strerror}") from None
+    finally:
+        os.close(fd)
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"config file {path} is larger than {MAX_CONFIG_BYTES} bytes")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"config file {path} is not UTF-8 text ({error.reason})") from None
+
+
+def untrusted(info: os.stat_result, sticky_ok: bool = False) -> str:
+    """Why a file or directory with ``info`` is not root's alone; "" when it is. The hook's
+    own user counts as root (a hook run by hand without root trusts its own files)."""
+    if info.st_uid not in (0, os.geteuid()):
+        return f"owned by uid {info.st_uid}, not root"
+    if info.st_mode & 0o022 and not (sticky_ok and info.st_mode & stat.S_ISVTX):
+        return f"writable by group or others (mode {stat.S_IMODE(info.st_mode):04o})"
+    return ""
+
+
+def untrusted_line(what: str, path: str, why: str) -> str:
+    real = os.path.realpath(path)
+    shown = path if real == path else f"{path} (-> {real})"
+    return (
+        f"{what} {shown} is {why}: only root's configuration is trusted; "
+        f"chown root: {real}; chmod go-w {real}"
+    )
+
+
+def check_state_dir(path: str) -> None:
+    """Refuse a state directory that anyone but root could change."""
+    found = untrusted_dir(path)
+    if found is not None:
+        judged, why = found
+        real = os.path.realpath(path)
+        what = "state directory" if judged == real else f"above state directory {real}:"
+        raise ConfigError(untrusted_line(what, judged, why))
+
+
+def untrusted_dir(path: str) -> tuple[str, str] | None:
+    """(the directory, why) when anyone but root could change the directory at ``path``:
+    the directory itself (or, while it does not exist, where it would be made) and every
+    directory above it; those above may be writable by all if sticky, as /tmp is."""
+    real = os.path.realpath(path)
+    current = real
+    while True:
+        try:
+            info: os.stat_result | None = os.stat(current)
+        except FileNotFoundError:
+            info = None
+        except OSError as error:
+            return current, f"unreadable ({error.strerror})"
+        if info is not None and (why := untrusted(info, sticky_ok=current != real)):
+            return current, why
+        parent = os.path.dirname(current)
+        if parent == current:
+            return None
+        current = parent
 
 
 def load(path: str = DEFAULT_PATH, environ: Mapping[str, str] = os.environ) -> Config:

@@ -10,8 +10,10 @@ import click
 
 from vmnet_hook import __version__, config
 from vmnet_hook.cli.options import (
+    connect_option,
     dev_option,
     json_option,
+    prune_option,
     selector_from,
     selector_options,
     xml_argument,
@@ -19,7 +21,9 @@ from vmnet_hook.cli.options import (
 from vmnet_hook.errors import VmnetError
 
 if TYPE_CHECKING:  # the commands import their modules when they run
-    from vmnet_hook.cli.status import BindingStatus, GuestStatus
+    from vmnet_hook.cli.libvirt import RunningDomains
+    from vmnet_hook.host.netlink import Pyroute2Netlink
+    from vmnet_hook.host.state import StateStore
 
 
 class Commands(click.Group):
@@ -186,47 +190,70 @@ def annotate(
 @cli.command()
 @click.argument("domain", required=False)
 @json_option
-def status(domain: str | None, as_json: bool) -> None:
-    """Show what each running domain holds, checked live; exit 1 if a piece is missing.
+@prune_option
+@connect_option
+def status(domain: str | None, as_json: bool, prune: bool, libvirt_uri: str) -> None:
+    """Show what each running domain holds, checked live; exit 1 if a piece is missing,
+    a state file cannot be read, or a domain libvirt does not run still holds pod NICs
+    (`stale`: libvirt is asked with virsh; if it cannot be, nothing is marked stale).
 
     For network='l2': the placeholder bound to the pod's host veth. For masquerade: the
     guest's link, its /30 and address, the DHCP server (alive or not), the nft table.
+    --prune releases the stale ones (of DOMAIN, when given) and prints one line each;
+    unreadable state files are only reported: see what the line says.
 
     \b
     Example:
       vmnet-hook status vm1
-      vmnet-hook status --json | jq '.[] | select(.state != "ok")'
+      vmnet-hook status --json | jq '.[] | select(.state != "ok" or .stale)'
+      vmnet-hook status --prune
     """
-    from vmnet_hook.cli.status import guest_statuses, statuses
+    from functools import partial
+
+    from vmnet_hook.cli import status as shown
+    from vmnet_hook.cli.libvirt import virsh_running
     from vmnet_hook.host.netlink import Pyroute2Netlink
     from vmnet_hook.host.state import StateStore
 
     store, netlink = StateStore(_settings().state_dir), Pyroute2Netlink()
-    rows: list[BindingStatus | GuestStatus] = [
-        *statuses(store, netlink, domain),
-        *guest_statuses(store, netlink, domain),
-    ]
+    running = partial(virsh_running, libvirt_uri)
+    if prune:
+        if as_json:
+            raise click.UsageError("--prune prints lines, not JSON")
+        _prune(store, netlink, running, domain)
+        return
+    found = shown.report(store, (netlink, netlink), running, domain)
     if as_json:
-        click.echo(json.dumps([{**vars(row), "state": row.state} for row in rows], indent=1))
-    elif not rows:
+        click.echo(json.dumps(shown.to_json(found), indent=1))
+    elif not found.rows and not found.unreadable:
         click.echo("no bindings" + (f" for {domain}" if domain else ""))
-    for row in [] if as_json else rows:
-        click.echo(_status_line(row) + (f": {row.problem}" if row.problem else ""))
-    if any(row.problem for row in rows):
+    for line in [] if as_json else shown.to_lines(found):
+        click.echo(line)
+    for note in shown.notes(found):
+        click.echo(f"vmnet-hook: {note}", err=True)
+    if found.failed:
         click.get_current_context().exit(1)
 
 
-def _status_line(row: BindingStatus | GuestStatus) -> str:
-    from vmnet_hook.cli.status import BindingStatus
+def _prune(
+    store: StateStore, netlink: Pyroute2Netlink, running: RunningDomains, domain: str | None
+) -> None:
+    from vmnet_hook.cli.libvirt import LibvirtUnknown
+    from vmnet_hook.cli.prune import prune
+    from vmnet_hook.podnet.attach import disconnect_all
 
-    if isinstance(row, BindingStatus):
-        return f"{row.domain}  {row.mac}  l2  {row.placeholder} -> {row.host_veth}  {row.state}"
-    dhcp = f"dhcp pid {row.dhcp_pid}" if row.dhcp_alive else "dhcp gone"
-    return (
-        f"{row.domain}  {row.mac}  masquerade  {row.placeholder} -> {row.pod_end} "
-        f"({row.pod_dev} {row.pod_ip})  {row.subnet} guest {row.guest}  {dhcp}  "
-        f"nft {row.nft_table}  {row.state}"
-    )
+    try:
+        pruned = prune(store, netlink, lambda r: disconnect_all(r, netlink), running, domain)
+    except LibvirtUnknown as error:
+        raise LibvirtUnknown(
+            f"cannot ask libvirt which domains run ({error}): nothing pruned"
+        ) from None
+    for line in pruned.done or ([] if pruned.problems else ["nothing to prune"]):
+        click.echo(line)
+    for line in pruned.problems:
+        click.echo(f"vmnet-hook: {line}", err=True)
+    if pruned.problems:
+        click.get_current_context().exit(1)
 
 
 @cli.command()

@@ -48,3 +48,15 @@ dev_option = click.option(
 )
 json_option = click.option("--json", "as_json", is_flag=True, help="print JSON")
 xml_argument = click.argument("xml_file", type=click.File("rb"), default="-")
+prune_option = click.option(
+    "--prune",
+    is_flag=True,
+    help="release what domains libvirt does not run still hold, as their release end would",
+)
+connect_option = click.option(
+    "--connect",
+    "libvirt_uri",
+    default="qemu:///system",
+    show_default=True,
+    help="the libvirt URI that `virsh -c` asks which domains run",
+)

@@ -1,13 +1,18 @@
 """``vmnet-hook status``: what each running domain holds, from state, checked live: ``l2``
-bindings against the host's links, ``masquerade`` pod sides against their pods."""
+bindings against the host's links, ``masquerade`` pod sides against their pods; which of
+them belong to a domain libvirt does not run (stale); which state files cannot be read."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
+from vmnet_hook.cli.libvirt import LibvirtUnknown, RunningDomains
 from vmnet_hook.host.netlink import Netlink, NetlinkSession, PodNetlink
-from vmnet_hook.host.state import Binding, StateStore
+from vmnet_hook.host.state import Binding, DomainState, StateStore, UnreadableState
 from vmnet_hook.podnet import health
+
+States = dict[str, DomainState]
 
 
 @dataclass(frozen=True)
@@ -20,10 +25,15 @@ class BindingStatus:
     ifindex: int
     problem: str  # empty when placeholder -> veth -> pod netns all hold
     network: str = "l2"
+    running: bool | None = None  # whether libvirt runs the domain; None: not known
 
     @property
     def state(self) -> str:
-        return "stale" if self.problem else "ok"
+        return "broken" if self.problem else "ok"
+
+    @property
+    def stale(self) -> bool:
+        return self.running is False
 
 
 @dataclass(frozen=True)
@@ -45,35 +55,82 @@ class GuestStatus:
     nft_table: str
     problem: str  # every missing piece, "; "-separated; empty when whole
     network: str = "masquerade"
+    running: bool | None = None  # whether libvirt runs the domain; None: not known
 
     @property
     def state(self) -> str:
         return "broken" if self.problem else "ok"
 
+    @property
+    def stale(self) -> bool:
+        return self.running is False
+
+
+Row = BindingStatus | GuestStatus
+
+
+@dataclass(frozen=True)
+class Report:
+    rows: list[Row]
+    unreadable: tuple[UnreadableState, ...]
+    libvirt_unknown: str  # why libvirt could not be asked; empty when it answered
+
+    @property
+    def failed(self) -> bool:
+        return bool(self.unreadable) or any(row.problem or row.stale for row in self.rows)
+
+
+def report(
+    store: StateStore,
+    netlinks: tuple[Netlink, PodNetlink],
+    running_domains: RunningDomains,
+    domain: str | None,
+) -> Report:
+    """The state files first, then libvirt: a file already there belongs to a domain that
+    was active when it was written, so it is stale only if libvirt no longer runs it."""
+    scan = store.scan()
+    try:
+        running: frozenset[str] | None = running_domains()
+        unknown = ""
+    except LibvirtUnknown as error:
+        running, unknown = None, str(error)
+    rows: list[Row] = [
+        *statuses(scan.states, netlinks[0], domain, running),
+        *guest_statuses(scan.states, netlinks[1], domain, running),
+    ]
+    return Report(rows, scan.unreadable, unknown)
+
 
 def guest_statuses(
-    store: StateStore, netlink: PodNetlink, domain: str | None = None
+    states: States,
+    netlink: PodNetlink,
+    domain: str | None = None,
+    running: frozenset[str] | None = None,
 ) -> list[GuestStatus]:
     """Every recorded masqueraded NIC (of ``domain``, by name or UUID, when given)."""
     rows = []
-    for uuid, state in store.all().items():
+    for uuid, state in states.items():
         for record in state.guests if domain in (None, uuid, state.domain) else ():
             nic, found = record.nic, health.check(record, netlink)
             rows.append(GuestStatus(
                 state.domain, uuid, nic.mac, nic.placeholder, nic.pod_end, nic.pod_dev,
                 nic.subnet, nic.guest, nic.gateway, nic.pod_ip, record.dnsmasq_pid,
                 found.dhcp_alive, nic.table, "; ".join(found.problems),
+                running=None if running is None else uuid in running,
             ))  # fmt: skip
     return rows
 
 
 def statuses(
-    store: StateStore, netlink: Netlink, domain: str | None = None
+    states: States,
+    netlink: Netlink,
+    domain: str | None = None,
+    running: frozenset[str] | None = None,
 ) -> list[BindingStatus]:
     """Every recorded binding (of ``domain``, by name or UUID, when given), checked live."""
     recorded = [
         (uuid, state.domain, binding)
-        for uuid, state in store.all().items()
+        for uuid, state in states.items()
         if domain in (None, uuid, state.domain)
         for binding in state.bindings
     ]
@@ -82,7 +139,14 @@ def statuses(
     with netlink.host() as host:
         return [
             BindingStatus(
-                name, uuid, b.mac, b.placeholder, b.host_veth, b.ifindex, _problem(host, b)
+                name,
+                uuid,
+                b.mac,
+                b.placeholder,
+                b.host_veth,
+                b.ifindex,
+                _problem(host, b),
+                running=None if running is None else uuid in running,
             )
             for uuid, name, b in recorded
         ]
@@ -100,3 +164,50 @@ def _problem(host: NetlinkSession, binding: Binding) -> str:
     if link.kind != "veth" or link.peer_nsid is None:
         return f"{link.name} no longer has its other end in a pod's namespace"
     return ""
+
+
+def to_json(found: Report) -> list[dict[str, Any]]:
+    rows = [{**vars(row), "state": row.state, "stale": row.stale} for row in found.rows]
+    return rows + [
+        {
+            "state": "unreadable",
+            "path": e.path,
+            "uuid": e.uuid or None,
+            "problem": e.reason,
+            "fix": e.fix,
+        }
+        for e in found.unreadable
+    ]
+
+
+def to_lines(found: Report) -> list[str]:
+    """One line per row and per unreadable file."""
+    lines = [_line(row) + (f": {row.problem}" if row.problem else "") for row in found.rows]
+    return lines + [f"{e.path}  unreadable ({e.reason}): {e.fix}" for e in found.unreadable]
+
+
+def notes(found: Report) -> list[str]:
+    """What the rows cannot say: libvirt was not asked, or how to clear stale ones."""
+    if found.libvirt_unknown:
+        return [f"cannot ask libvirt which domains run ({found.libvirt_unknown}): "
+                "nothing is marked stale"]  # fmt: skip
+    stale = sorted({row.domain for row in found.rows if row.stale})
+    if not stale:
+        return []
+    return [f"not running in libvirt, still holding pod NICs: {', '.join(map(repr, stale))}; "
+            "`vmnet-hook status --prune` releases them"]  # fmt: skip
+
+
+def _line(row: Row) -> str:
+    stale = "  stale" if row.stale else ""
+    if isinstance(row, BindingStatus):
+        return (
+            f"{row.domain}  {row.mac}  l2  {row.placeholder} -> {row.host_veth}  "
+            f"{row.state}{stale}"
+        )
+    dhcp = f"dhcp pid {row.dhcp_pid}" if row.dhcp_alive else "dhcp gone"
+    return (
+        f"{row.domain}  {row.mac}  masquerade  {row.placeholder} -> {row.pod_end} "
+        f"({row.pod_dev} {row.pod_ip})  {row.subnet} guest {row.guest}  {dhcp}  "
+        f"nft {row.nft_table}  {row.state}{stale}"
+    )

@@ -8,7 +8,14 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Protocol
 
 from vmnet_hook.core.annotation import Domain
-from vmnet_hook.errors import BindError, Failures, InterfaceError, LinkRefused, VmnetError
+from vmnet_hook.errors import (
+    BindError,
+    Failures,
+    InterfaceError,
+    LinkRefused,
+    StateError,
+    VmnetError,
+)
 from vmnet_hook.host.netlink import Netlink, NetlinkSession
 from vmnet_hook.host.procfs import NetnsId
 from vmnet_hook.host.resolve import HostVeth, already_carries, guests_on
@@ -221,9 +228,12 @@ def _adoptable(
     }  # fmt: skip
     if not found:
         return found
+    scan = store.scan()
+    if scan.unreadable:  # it may record this very name: not adopted (and so refused)
+        return set()
     others = {
         (held.placeholder, held.ifindex)
-        for uuid, state in store.all().items()
+        for uuid, state in scan.states.items()
         if uuid != domain.uuid
         for held in state.bindings
     }
@@ -253,10 +263,17 @@ def _refuse_shared_nics(
     domain: Domain, bindings: tuple[Binding, ...], records: list[GuestRecord], store: StateStore
 ) -> None:
     """One domain per pod NIC, whatever the modes: by host veth (l2) and by the pod's
-    namespace and NIC name (both modes)."""
+    namespace and NIC name (both modes). A state file that cannot be read may hold any
+    of them: nothing is claimed while one is there (claims fail closed)."""
+    scan = store.scan()
+    if scan.unreadable:
+        raise Failures([
+            StateError(f"domain {domain.name!r}: cannot tell who holds its pod NICs: {error}")
+            for error in scan.unreadable
+        ])  # fmt: skip
     veths: dict[int, str] = {}
     pod_nics: dict[tuple[str, str], str] = {}
-    for uuid, state in store.all().items():
+    for uuid, state in scan.states.items():
         if uuid != domain.uuid:
             veths.update({b.ifindex: state.domain for b in state.bindings})
             pod_nics.update({_pod_nic(b): state.domain for b in state.bindings})

@@ -6,16 +6,20 @@ Which handler serves which ``(operation, subop)`` is ``hook.operations``' table.
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from typing import TextIO
 
 from lxml import etree
 
 from vmnet_hook.config import Config
 from vmnet_hook.core import binding
-from vmnet_hook.core.annotation import Claim, Domain, domain_uuid, parse_domain, parse_xml
+from vmnet_hook.core.annotation import Claim, Domain, parse_domain, parse_xml
 from vmnet_hook.core.rewrite import rewrite, to_text
-from vmnet_hook.errors import Failures, InterfaceError, VmnetError
+from vmnet_hook.errors import AnnotationError, Failures, InterfaceError, VmnetError
+from vmnet_hook.hook import gate, place
 from vmnet_hook.hook.operations import OPERATIONS
 from vmnet_hook.host.log import Log
 from vmnet_hook.host.netlink import Netlink, PodNetlink, Pyroute2Netlink
@@ -57,6 +61,18 @@ def prepare(call: HookCall, system: System) -> str:
     tree, domain = _parse(call)
     if not domain.claims:
         return ""
+    pointed = place.needs_pointer(system.config.state_dir)
+    if pointed:  # before anything is bound: release end must find the state without config
+        place.write_pointer(domain.uuid, system.config.state_dir)
+    try:
+        return _prepare(call, system, tree, domain)
+    except BaseException:
+        if pointed and not os.path.exists(system.store.path(domain.uuid)):
+            place.remove_pointer(domain.uuid)
+        raise
+
+
+def _prepare(call: HookCall, system: System, tree: etree._ElementTree, domain: Domain) -> str:
     leftovers = binding.release(domain.uuid, system.netlink, system.store, _disconnect(system))
     for problem in leftovers:
         system.log("warning", f"{domain.name}: leftover binding: {problem}")
@@ -96,9 +112,35 @@ def release(call: HookCall, system: System) -> str:
     problems = binding.release(uuid, system.netlink, system.store, _disconnect(system))
     for problem in problems:
         system.log("warning", f"release {call.domain}: {problem}")
+    if not os.path.exists(system.store.path(uuid)):  # all undone: the pointer goes too
+        place.remove_pointer(uuid)
     if not problems:
         system.log("info", f"release {call.domain}: bindings and pod-side pieces removed")
     return ""
+
+
+def deliver(call: HookCall, text: str, out: TextIO | None) -> list[str]:
+    """Print what the handler returned; [] when printed, else one line saying why not. A
+    prepare that bound and cannot print its XML undoes the binding first."""
+    if not text:
+        return []
+    try:
+        if out is None:
+            raise OSError("stdout is closed")
+        out.write(text)
+        out.flush()
+        return []
+    except (OSError, ValueError) as error:
+        reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
+    if out is sys.stdout:  # what is still buffered goes nowhere, not into an error at exit
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, 1)
+        os.close(null)
+    line = f"domain {call.domain!r}: cannot write the domain XML to stdout ({reason})"
+    if call.operation != "prepare":
+        return [line]
+    run(replace(call, operation="release", subop="end"))
+    return [f"{line}; what this prepare bound is undone"]
 
 
 def source_dev(veths: dict[str, HostVeth]) -> Callable[[Claim], str]:
@@ -219,4 +261,9 @@ def _parse(call: HookCall) -> tuple[etree._ElementTree, Domain]:
 
 
 def _uuid_of(call: HookCall) -> str:
-    return domain_uuid(parse_xml(call.xml))
+    """The domain's own UUID, found as the gate finds it: whatever else the XML holds
+    (any size, other tools' metadata), release needs nothing more."""
+    uuid = gate.domain_uuid(call.xml)
+    if uuid is None:
+        raise AnnotationError(f"domain {call.domain!r}: the domain XML has no <uuid> of its own")
+    return uuid

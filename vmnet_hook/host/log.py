@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import syslog
 
+from vmnet_hook.text import printable
+
 _LEVELS = {
     "debug": syslog.LOG_DEBUG,
     "info": syslog.LOG_INFO,
@@ -18,6 +20,7 @@ class Log:
         syslog.openlog("vmnet-hook", syslog.LOG_PID, syslog.LOG_DAEMON)
 
     def __call__(self, level: str, message: str) -> None:
+        """One line; control characters (from domain, pod or link names) shown escaped."""
         priority = _LEVELS[level]
         if priority <= self.threshold:
-            syslog.syslog(priority, message)
+            syslog.syslog(priority, printable(message))

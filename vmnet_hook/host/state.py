@@ -1,18 +1,32 @@
-"""What each domain has bound, one JSON file per domain UUID, written atomically."""
+"""What each domain has bound, one JSON file per domain UUID, written atomically.
+
+Claims fail closed: a file that cannot be read (corrupt, of another version or shape, not
+a regular file) is reported, never taken for "nobody holds this NIC". Reading never
+blocks and never reads without bound. Writing names the directory and what is wrong with
+it (full, read-only...) and leaves no temporary file behind."""
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
+import stat
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 
+from vmnet_hook import is_uuid
 from vmnet_hook.errors import StateError
-from vmnet_hook.podnet import record
+from vmnet_hook.host import schema
 from vmnet_hook.podnet.record import GuestRecord
+
+VERSION = 1  # written in every file; a file without it predates versions (same shape)
+MAX_BYTES = 1 << 20
+STALE_TEMPORARY_SECONDS = 60  # a save takes milliseconds: older temporaries are a dead writer's
+Stamp = tuple[int, int]  # (inode, mtime_ns): every save makes a new file
 
 
 @dataclass(frozen=True)
@@ -32,6 +46,31 @@ class DomainState:
     guests: tuple[GuestRecord, ...] = ()  # network='masquerade' NICs
 
 
+class UnreadableState(StateError):
+    """A file in the state directory that may record a claim, and cannot be read."""
+
+    def __init__(self, path: str, uuid: str, reason: str) -> None:
+        self.path, self.uuid, self.reason = path, uuid, reason
+        super().__init__(f"state file {path} is unreadable ({reason}): {self.fix}")
+
+    @property
+    def fix(self) -> str:
+        if not self.uuid:
+            return "vmnet-hook never writes a file of that name: move it out of the directory"
+        return (
+            f"if no running domain has UUID {self.uuid}, remove it; `vmnet-hook status` lists it"
+        )
+
+
+@dataclass(frozen=True)
+class Scan:
+    """Every state file of the directory: those read, and those that could not be."""
+
+    states: dict[str, DomainState]
+    stamps: dict[str, Stamp]
+    unreadable: tuple[UnreadableState, ...]
+
+
 class StateStore:
     def __init__(self, state_dir: str) -> None:
         self.state_dir = state_dir
@@ -40,58 +79,232 @@ class StateStore:
         return os.path.join(self.state_dir, f"{uuid}.json")
 
     def load(self, uuid: str) -> DomainState | None:
-        try:
-            with open(self.path(uuid), encoding="utf-8") as handle:
-                raw = json.load(handle)
-            return DomainState(
-                raw["domain"],
-                tuple(Binding(**b) for b in raw["bindings"]),
-                tuple(record.from_dict(g) for g in raw.get("guests", [])),
-            )
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError, KeyError, TypeError) as error:
-            raise StateError(
-                f"state file {self.path(uuid)} is unreadable ({error}); remove it if no domain "
-                "with that UUID runs"
-            ) from None
+        """The state of ``uuid``, None when it has none; StateError when unreadable."""
+        found = self._load(self.path(uuid), uuid)
+        return found[0] if found else None
 
-    def save(self, uuid: str, state: DomainState) -> None:
-        os.makedirs(self.state_dir, mode=0o700, exist_ok=True)
-        payload = json.dumps(asdict(state), indent=1).encode()
-        fd, temporary = tempfile.mkstemp(prefix=f".{uuid}.", dir=self.state_dir)
-        try:
-            os.write(fd, payload)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(temporary, self.path(uuid))
-
-    def remove(self, uuid: str) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.path(uuid))
+    def scan(self) -> Scan:
+        """Every ``<uuid>.json`` file: read, or reported. Names that start with a dot
+        (``.lock``, temporary files) and names not ending in ``.json`` are not state."""
+        states: dict[str, DomainState] = {}
+        stamps: dict[str, Stamp] = {}
+        unreadable: list[UnreadableState] = []
+        for name in self._names():
+            uuid = name.removesuffix(".json")
+            path = os.path.join(self.state_dir, name)
+            try:
+                if not is_uuid(uuid):
+                    raise UnreadableState(path, "", "its name is not <uuid>.json")
+                if found := self._load(path, uuid):
+                    states[uuid], stamps[uuid] = found
+            except UnreadableState as error:
+                unreadable.append(error)
+        return Scan(states, stamps, tuple(unreadable))
 
     def all(self) -> dict[str, DomainState]:
-        """Every domain's readable state; one broken file must not block other domains."""
+        """Every readable state. Not for deciding who holds a NIC: ``scan()`` says which
+        files could not be read."""
+        return self.scan().states
+
+    def stamp(self, uuid: str) -> Stamp | None:
+        """Which write of ``uuid``'s file is there now (None: no file)."""
         try:
-            names = sorted(os.listdir(self.state_dir))
+            found = os.lstat(self.path(uuid))
         except FileNotFoundError:
-            return {}
-        found: dict[str, DomainState] = {}
-        for uuid in (n.removesuffix(".json") for n in names if n.endswith(".json")):
-            with contextlib.suppress(StateError):
-                if (state := self.load(uuid)) is not None:
-                    found[uuid] = state
-        return found
+            return None
+        return (found.st_ino, found.st_mtime_ns)
+
+    def save(self, uuid: str, state: DomainState) -> None:
+        """Atomically: a new file renamed over the old one. Any failure is a StateError
+        naming the directory, and the temporary file is gone, whatever interrupted."""
+        path = self.path(uuid)
+        payload = json.dumps({"version": VERSION, **asdict(state)}, indent=1).encode()
+        self._make_dir()
+        self._sweep_temporaries()
+        try:
+            fd, temporary = tempfile.mkstemp(".tmp", f".{uuid}.", self.state_dir)
+        except OSError as error:
+            raise directory_error(self.state_dir, error) from None
+        try:
+            try:
+                _write_all(fd, payload)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(temporary, path)
+        except BaseException as error:
+            with contextlib.suppress(OSError):
+                os.unlink(temporary)
+            if isinstance(error, OSError):
+                raise directory_error(self.state_dir, error) from None
+            raise
+
+    def remove(self, uuid: str) -> None:
+        path = self.path(uuid)
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+        except OSError as error:
+            raise directory_error(self.state_dir, error, f"{path} stays") from None
 
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
-        """Host-wide: what other domains hold is checked and ours recorded as one step."""
-        os.makedirs(self.state_dir, mode=0o700, exist_ok=True)
-        fd = os.open(os.path.join(self.state_dir, ".lock"),
-                     os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)  # fmt: skip
+        """Host-wide: what other domains hold is checked and ours recorded as one step.
+
+        The holder writes its pid and call (``qemu DOMAIN OPERATION SUBOP``) into the lock
+        file while it holds it, so that a call whose deadline runs out while it waits can
+        say who holds it (hook.expiry, with the kernel's /proc/locks)."""
+        import sys
+
+        try:  # a read-only or full directory is named (rule 7)
+            os.makedirs(self.state_dir, mode=0o700, exist_ok=True)
+            fd = os.open(os.path.join(self.state_dir, ".lock"),
+                         os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)  # fmt: skip
+        except OSError as error:
+            raise directory_error(self.state_dir, error) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)  # bounded by the hook's deadline
+            call = " ".join([os.path.basename(sys.argv[0]), *sys.argv[1:4]] if sys.argv else [])
+            holder = f"pid {os.getpid()}: {call}"[:200].encode("utf-8", "backslashreplace")
+            with contextlib.suppress(OSError):  # a full disk must not stop the hook here
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, holder + b"\n", 0)
             yield
         finally:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, 0)
             os.close(fd)
+
+    def _load(self, path: str, uuid: str) -> tuple[DomainState, Stamp] | None:
+        try:
+            found = _read_bounded(path)
+            if found is None:
+                return None
+            payload, stamp = found
+            return _decode(json.loads(payload.decode())), stamp
+        except OSError as error:
+            reason = error.strerror or str(error)
+        except UnicodeDecodeError:
+            reason = "not UTF-8 text"
+        except json.JSONDecodeError as error:
+            reason = f"not JSON: {error}"
+        except RecursionError:
+            reason = "JSON nested too deeply"
+        except ValueError as error:  # not a regular file, too large, schema, version
+            reason = str(error)
+        raise UnreadableState(path, uuid, reason)
+
+    def _names(self) -> list[str]:
+        try:
+            names = os.listdir(self.state_dir)
+        except FileNotFoundError:
+            return []
+        except OSError as error:
+            raise directory_error(self.state_dir, error, "its files cannot be listed") from None
+        return sorted(n for n in names if n.endswith(".json") and not n.startswith("."))
+
+    def _make_dir(self) -> None:
+        try:
+            os.makedirs(self.state_dir, mode=0o700, exist_ok=True)
+        except OSError as error:
+            raise directory_error(self.state_dir, error) from None
+
+    def _sweep_temporaries(self) -> None:
+        """Remove the temporary files of writers that died (killed mid-save): those
+        older than a minute. A live writer's is seconds old, and left alone."""
+        with contextlib.suppress(OSError):
+            for name in os.listdir(self.state_dir):
+                path = os.path.join(self.state_dir, name)
+                with contextlib.suppress(OSError):
+                    old = time.time() - os.lstat(path).st_mtime > STALE_TEMPORARY_SECONDS
+                    if is_temporary(name) and old:
+                        os.unlink(path)
+
+
+def is_temporary(name: str) -> bool:
+    """``.<uuid>.<random>[.tmp]``: a file ``save`` writes before renaming it."""
+    return name.startswith(".") and is_uuid(name[1:37]) and name[37:38] == "."
+
+
+def directory_error(state_dir: str, error: OSError, what_stays: str = "") -> StateError:
+    """One line naming the state directory, what is wrong with it, and the fix."""
+    problem, fix = _DIRECTORY_PROBLEMS.get(error.errno or 0, _OTHER_PROBLEM)
+    why = error.strerror or str(error)
+    stays = f"; {what_stays}" if what_stays else ""
+    return StateError(f"state directory {state_dir} {problem} ({why}){stays}: {fix}")
+
+
+_ELSEWHERE = "or set state_dir to another directory"
+_OTHER_PROBLEM = ("cannot be written", f"check its file system, {_ELSEWHERE}")
+_DIRECTORY_PROBLEMS = {
+    errno.ENOSPC: ("is full", f"free space on its file system, {_ELSEWHERE}"),
+    errno.EDQUOT: ("is over its quota", f"free space on its file system, {_ELSEWHERE}"),
+    errno.EROFS: ("is read-only", f"remount its file system read-write, {_ELSEWHERE}"),
+    errno.EACCES: ("is not writable", f"make it root's with mode 0700, {_ELSEWHERE}"),
+    errno.EPERM: (
+        "is not writable",
+        f"check its owner, mode and attributes (lsattr), {_ELSEWHERE}",
+    ),
+    errno.ENOTDIR: ("is not a directory", f"remove what stands in its way, {_ELSEWHERE}"),
+    errno.EEXIST: ("is not a directory", f"remove what stands in its way, {_ELSEWHERE}"),
+    errno.EIO: ("has an I/O error", f"check its file system and disk, {_ELSEWHERE}"),
+}
+
+
+def _write_all(fd: int, payload: bytes) -> None:
+    """Every byte, or an OSError: a write that makes no progress is a short write."""
+    view, done = memoryview(payload), 0
+    while done < len(payload):
+        wrote = os.write(fd, view[done:])
+        if wrote <= 0:
+            raise OSError(errno.EIO, f"short write: {done} of {len(payload)} bytes written")
+        done += wrote
+
+
+def _read_bounded(path: str) -> tuple[bytes, Stamp] | None:
+    """At most MAX_BYTES of a regular file, never following a link nor opening anything
+    else (a FIFO would block, a device could act on open). None: no such file."""
+    try:
+        before = os.lstat(path)
+        if not stat.S_ISREG(before.st_mode):
+            raise ValueError(f"not a regular file but {_kind(before.st_mode)}")
+        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+        fd = os.open(path, flags)
+    except FileNotFoundError:
+        return None
+    try:
+        found = os.fstat(fd)
+        if not stat.S_ISREG(found.st_mode):
+            raise ValueError(f"not a regular file but {_kind(found.st_mode)}")
+        chunks, size = [], 0
+        while size <= MAX_BYTES and (chunk := os.read(fd, MAX_BYTES + 1 - size)):
+            chunks.append(chunk)
+            size += len(chunk)
+        if size > MAX_BYTES:
+            raise ValueError(f"larger than {MAX_BYTES} bytes")
+        return b"".join(chunks), (found.st_ino, found.st_mtime_ns)
+    finally:
+        os.close(fd)
+
+
+def _kind(mode: int) -> str:
+    kinds = [(stat.S_ISLNK, "a symbolic link"), (stat.S_ISDIR, "a directory"),
+             (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
+             (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device")]  # fmt: skip
+    return next((name for test, name in kinds if test(mode)), "of an unknown kind")
+
+
+def _decode(raw: object) -> DomainState:
+    """A file of this version (every field), or of the one before versions, which wrote
+    this shape without ``version`` and could leave out fields that have a default."""
+    if not isinstance(raw, dict):
+        raise schema.SchemaError("the file is not a JSON object")
+    body = dict(raw)
+    version = body.pop("version", None)
+    if version is not None and (type(version) is not int or version != VERSION):
+        raise schema.SchemaError(
+            f"written by another version of vmnet-hook: state version {version!r}, "
+            f"this one reads {VERSION}"
+        )
+    return schema.decode(DomainState, body, lax=version is None)

@@ -41,6 +41,23 @@ def check_config(facts: Facts) -> Check:
     return ok("config", where)
 
 
+def check_trust(facts: Facts) -> Check:
+    """The hook runs as root on every domain: it trusts only root's configuration."""
+    if not facts.untrusted:
+        return ok(
+            "trust",
+            f"{facts.paths.config_path} and the state dir {facts.settings.state_dir}: root's, "
+            "writable by no one else",
+        )
+    details = [f"{what} {path}: {why}" for what, path, why in facts.untrusted]
+    fixes = [f"chown root: {path}; chmod go-w {path}" for _what, path, _why in facts.untrusted]
+    return fail(
+        "trust",
+        "; ".join(details) + " (the hook refuses it: only root's configuration is trusted)",
+        "; ".join(dict.fromkeys(fixes)),
+    )
+
+
 def check_kernel_altname(facts: Facts) -> Check:
     release = facts.kernel_release
     if not facts.altname_error:
@@ -237,6 +254,7 @@ def check_masquerade_tools(facts: Facts) -> Check:
 
 CHECKS: tuple[Callable[[Facts], Check], ...] = (
     check_config,
+    check_trust,
     check_kernel_altname,
     check_libvirt_version,
     check_hook_layout,

@@ -31,7 +31,7 @@ from vmnet_hook.cli.doctor.facts import (
     PodDiscovery,
     SELinux,
 )
-from vmnet_hook.config import Config, load
+from vmnet_hook.config import Config, load, untrusted, untrusted_dir
 from vmnet_hook.errors import ConfigError
 from vmnet_hook.host.mounts import cgroup_mounts
 from vmnet_hook.host.netns import run_in_new_netns
@@ -83,7 +83,24 @@ def gather(paths: Paths, environ: Mapping[str, str] = os.environ) -> Facts:
         ),
         pod_discovery=probe_pod_discovery(proc_root),
         place=read_place(settings or Config(), environ),
+        untrusted=probe_trust(paths.config_path, (settings or Config()).state_dir),
     )
+
+
+def probe_trust(config_path: str, state_dir: str) -> tuple[tuple[str, str, str], ...]:
+    """The config file (the one its symlinks name) and the state dirs (the configured one
+    and the default one, which holds prepare's pointers) that anyone but root could change."""
+    found: list[tuple[str, str, str]] = []
+    try:
+        why = untrusted(os.stat(config_path))
+    except OSError:
+        why = ""  # missing: the defaults; unreadable: the config check says so
+    if why:
+        found.append(("config file", os.path.realpath(config_path), why))
+    for directory in dict.fromkeys((state_dir, Config().state_dir)):
+        if (judged := untrusted_dir(directory)) is not None:
+            found.append(("state directory", *judged))
+    return tuple(found)
 
 
 def probe_pod_discovery(proc_root: str) -> PodDiscovery:

@@ -1,0 +1,122 @@
+"""The settings a call with work runs with, and where a domain's state lives.
+
+``release end`` needs the domain's UUID and nothing else: a config file that became
+unreadable, invalid or untrusted after the domain started must not strand its bindings.
+So ``prepare`` leaves, in the default state dir, a pointer ``UUID.at`` naming the state dir
+it used when that is another one (and not VMNET_HOOK_STATE_DIR's, which serves tests and
+manual runs); ``release end`` follows it without loading config (``gate.state_dir_of``),
+and with a broken config releases on the defaults, saying why. Standard library only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import stat
+import tempfile
+from collections.abc import Callable, Mapping
+from dataclasses import replace
+
+from vmnet_hook import config
+from vmnet_hook.errors import ConfigError, StateError
+from vmnet_hook.hook import gate
+
+MAX_POINTER_BYTES = 4096
+
+
+def settings(
+    step: tuple[str, str],
+    xml: bytes,
+    clock: gate.deadline,
+    warn: Callable[[str], None],
+    environ: Mapping[str, str] = os.environ,
+) -> config.Config:
+    """The configuration, its deadline started (counted from the call's start), its state
+    dir trusted. For release end, a broken config gives the defaults (and a warning), and
+    the state dir is where the domain's state is."""
+    try:
+        loaded = config.load(config.config_path(environ), environ)
+    except ConfigError as error:
+        if step != gate.RELEASE:
+            raise
+        loaded = _defaults(environ)
+        warn(f"{error}; released with the default settings")
+    clock.restart(loaded.deadline_seconds)
+    if step == gate.RELEASE:
+        uuid = gate.domain_uuid(xml)
+        found = gate.state_dir_of(uuid) if uuid else None
+        if uuid and found:
+            loaded = replace(loaded, state_dir=_followed(found, uuid))
+    config.check_state_dir(loaded.state_dir)
+    clock.state_dir = loaded.state_dir
+    return loaded
+
+
+def _defaults(environ: Mapping[str, str]) -> config.Config:
+    """What the environment overrides, else the defaults: no config file."""
+    try:
+        return config.load("", environ)
+    except ConfigError:
+        return config.Config()
+
+
+def _followed(found: str, uuid: str) -> str:
+    """``found`` (from gate.state_dir_of), or the state dir its pointer names."""
+    if os.path.exists(os.path.join(found, f"{uuid}.json")):
+        return found
+    return read_pointer(uuid)
+
+
+def pointer_path(uuid: str) -> str:
+    return os.path.join(gate.DEFAULT_STATE_DIR, uuid + gate.POINTER_SUFFIX)
+
+
+def needs_pointer(state_dir: str, environ: Mapping[str, str] = os.environ) -> bool:
+    return state_dir != gate.DEFAULT_STATE_DIR and not environ.get(gate.STATE_DIR_VARIABLE)
+
+
+def write_pointer(uuid: str, state_dir: str) -> None:
+    """Record, before anything is bound, where ``uuid``'s state is: written whole or not
+    at all, in a directory only root can change."""
+    config.check_state_dir(gate.DEFAULT_STATE_DIR)
+    os.makedirs(gate.DEFAULT_STATE_DIR, mode=0o700, exist_ok=True)
+    fd, temporary = tempfile.mkstemp(prefix=f".{uuid}.", dir=gate.DEFAULT_STATE_DIR)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(state_dir + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, pointer_path(uuid))
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
+
+
+def remove_pointer(uuid: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(pointer_path(uuid))
+
+
+def read_pointer(uuid: str) -> str:
+    """The state dir ``uuid``'s pointer names. Never follows a link, never blocks, never
+    reads without bound; a pointer anyone but root could have written is refused."""
+    path = pointer_path(uuid)
+    config.check_state_dir(gate.DEFAULT_STATE_DIR)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as error:
+        raise StateError(f"state pointer {path}: cannot open it: {error.strerror}") from None
+    try:
+        info = os.fstat(fd)
+        why = "not a regular file" if not stat.S_ISREG(info.st_mode) else config.untrusted(info)
+        data = os.read(fd, MAX_POINTER_BYTES + 1) if not why else b""
+    finally:
+        os.close(fd)
+    text = data.decode("utf-8", "replace").removesuffix("\n")
+    if not why and (len(data) > MAX_POINTER_BYTES or not text.startswith("/") or "\n" in text):
+        why = "not a state dir's absolute path on one line"
+    if "\0" in text or why:
+        raise StateError(f"state pointer {path} is {why or 'corrupt'}; remove it once the "
+                         "domain's bindings are cleared (vmnet-hook status --prune)")  # fmt: skip
+    return text
