@@ -68,3 +68,11 @@ class FakeNetlink:
 
 def veth(index: int, name: str, *altnames: str) -> Link:
     return Link(index, name, "veth", peer_index=2, peer_nsid=0, altnames=altnames)
+
+
+def upper(
+    index: int, name: str, lower: int, kind: str = "macvtap", nsid: int | None = None
+) -> Link:
+    """A macvtap (or macvlan...) on ifindex ``lower``; ``nsid`` when the lower link is in
+    another namespace (IFLA_LINK_NETNSID), whose ifindex says nothing about ours."""
+    return Link(index, name, kind, peer_index=lower, peer_nsid=nsid, altnames=())

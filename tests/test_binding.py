@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 
-from tests.fakes import FakeNetlink, veth
+from tests.fakes import FakeNetlink, upper, veth
 from vmnet_hook.core import binding
 from vmnet_hook.core.annotation import Claim, Domain, Selector
 from vmnet_hook.errors import BindError, Failures
@@ -27,7 +28,8 @@ def domain(*claims: Claim) -> Domain:
 
 
 def host_veth(link: Link) -> HostVeth:
-    return HostVeth(link.name, link.index, "eth0", NetnsId(4, 1))
+    """The host end of eth0 in a pod of its own (one pod per host veth)."""
+    return HostVeth(link.name, link.index, "eth0", NetnsId(4, 1000 + link.index))
 
 
 def altnames(netlink: FakeNetlink) -> dict[str, tuple[str, ...]]:
@@ -107,16 +109,17 @@ def test_an_unreadable_state_file_blocks_every_claim_until_it_is_removed(
 def test_a_placeholder_that_names_another_link_is_refused_before_anything_binds(
     store: StateStore,
 ) -> None:
-    netlink = FakeNetlink(veth(10, "vethA"), veth(3, "eth1"))
+    netlink = FakeNetlink(veth(10, "vethA"), veth(11, "vethB"), veth(3, "eth1"))
     vm = domain(claim(1, "vnaaaa"), claim(2, "eth1"))
-    target = host_veth(netlink.host_links[10])
+    veths = {vm.claims[0].mac: host_veth(netlink.host_links[10]),
+             vm.claims[1].mac: host_veth(netlink.host_links[11])}  # fmt: skip
     with pytest.raises(Failures) as caught:
-        binding.bind_all(vm, binding.plan(vm, {c.mac: target for c in vm.claims}), netlink, store)
+        binding.bind_all(vm, binding.plan(vm, veths), netlink, store)
     assert str(caught.value) == (
         "domain 'vm1', interface 52:54:00:00:00:02: placeholder <source dev='eth1'> is already "
         "a name of host link eth1 (ifindex 3); choose a name no link has"
     )
-    assert altnames(netlink)["vethA"] == ()
+    assert altnames(netlink)["vethA"] == altnames(netlink)["vethB"] == ()
     assert store.load(UUID) is None
 
 
@@ -179,3 +182,98 @@ def test_status_marks_bindings_whose_veth_went_away(store: StateStore) -> None:
     ]
     assert statuses(store.all(), netlink, "other-vm") == []
     assert len(statuses(store.all(), netlink, UUID)) == 2
+
+
+@pytest.mark.parametrize("kind", ["macvtap", "macvlan", "ipvtap"])
+def test_a_guest_link_on_the_host_veth_is_refused_naming_it(store: StateStore, kind: str) -> None:
+    """Rule 3: whoever made it (a domain without the annotation, lost state), the kernel
+    shows the veth in use; the restore case (source dev already the veth) included."""
+    netlink = FakeNetlink(veth(10, "vethA"), veth(11, "vethB"), upper(20, "macvtap3", 10, kind))
+    vm = domain(claim(1, "vnaaaa"), claim(2, "vethB"))
+    veths = {vm.claims[0].mac: host_veth(netlink.host_links[10]),
+             vm.claims[1].mac: host_veth(netlink.host_links[11])}  # fmt: skip
+    with pytest.raises(Failures) as caught:
+        binding.bind_all(vm, binding.plan(vm, veths), netlink, store)
+    assert str(caught.value) == (
+        f"domain 'vm1', interface 52:54:00:00:00:01: host veth vethA already carries macvtap3 "
+        f"({kind}, ifindex 20); a second guest on one pod NIC is refused: stop the domain that "
+        "uses it, or delete a leftover with `ip link del macvtap3`"
+    )
+    assert altnames(netlink)["vethA"] == altnames(netlink)["vethB"] == ()
+    assert store.load(UUID) is None
+    restored = domain(claim(1, "vethA"))
+    with pytest.raises(Failures, match="host veth vethA already carries macvtap3"):
+        binding.bind_all(restored, binding.plan(restored, {restored.claims[0].mac: veths[
+            vm.claims[0].mac]}), netlink, store)  # fmt: skip
+
+
+def test_links_stacked_elsewhere_do_not_count(store: StateStore) -> None:
+    """A macvlan whose lower link is in another namespace, a vlan on the veth, a macvtap on
+    another veth: none of them holds vethA."""
+    netlink = FakeNetlink(veth(10, "vethA"), veth(11, "vethB"), upper(20, "mvt0", 10, nsid=3),
+                          upper(21, "vl0", 10, "vlan"), upper(22, "mvt1", 11))  # fmt: skip
+    vm = domain(claim(1, "vnaaaa"))
+    binding.bind_all(vm, binding.plan(vm, {vm.claims[0].mac: host_veth(netlink.host_links[10])}),
+                     netlink, store)  # fmt: skip
+    assert altnames(netlink)["vethA"] == ("vnaaaa",)
+
+
+def test_two_nics_of_one_domain_never_claim_one_pod_nic(store: StateStore) -> None:
+    """By host veth (an altname of eth0 as pod_dev resolves to the same veth), and by the
+    pod's namespace and NIC across modes (the masqueraded claim's pod given by ``pods``)."""
+    netlink = FakeNetlink(veth(10, "vethA"))
+    target = host_veth(netlink.host_links[10])
+    by_altname = Claim(2, "52:54:00:00:00:02", Selector("pod-uid", "u"), "eth0-long-altname",
+                       "vnbbbb")  # fmt: skip
+    vm = domain(claim(1, "vnaaaa"), by_altname)
+    with pytest.raises(Failures) as caught:
+        binding.plan(vm, {c.mac: target for c in vm.claims})
+    assert str(caught.value) == (
+        "domain 'vm1', interface 52:54:00:00:00:02: pod NIC eth0 of net:[1010] (host veth "
+        "vethA) is also claimed by interface 52:54:00:00:00:01; one pod NIC serves one "
+        "domain NIC"
+    )
+    masqueraded = Claim(2, "52:54:00:00:00:02", Selector("netns", "p"), "eth0", "vnbbbb",
+                        "masquerade")  # fmt: skip
+    mixed = domain(claim(1, "vnaaaa"), masqueraded)
+    with pytest.raises(Failures, match="pod NIC eth0 of net:\\[1010\\] is also claimed by "
+                       "interface 52:54:00:00:00:01"):  # fmt: skip
+        binding.plan(mixed, {mixed.claims[0].mac: target}, {masqueraded.mac: target.pod_netns})
+    other_pod = binding.plan(mixed, {mixed.claims[0].mac: target},
+                             {masqueraded.mac: NetnsId(4, 7)})  # fmt: skip
+    assert [b.mac for b in other_pod] == [mixed.claims[0].mac]
+    assert altnames(netlink)["vethA"] == () and store.load(UUID) is None
+
+
+def test_own_leftover_altname_on_exactly_its_veth_is_adopted_and_released(
+    store: StateStore,
+) -> None:
+    """Rule 4: the domain bound, its state was lost; the next prepare adopts the altname."""
+    netlink = FakeNetlink(veth(10, "vethA", "vnaaaa"))
+    vm = domain(claim(1, "vnaaaa"))
+    bindings = binding.plan(vm, {vm.claims[0].mac: host_veth(netlink.host_links[10])})
+    binding.bind_all(vm, bindings, netlink, store)
+    assert store.load(UUID) == DomainState("vm1", bindings)
+    assert altnames(netlink) == {"vethA": ("vnaaaa",)}
+    assert binding.release(UUID, netlink, store) == []
+    assert altnames(netlink) == {"vethA": ()}
+
+
+def test_own_placeholder_on_another_link_or_recorded_by_another_domain_is_refused(
+    store: StateStore,
+) -> None:
+    netlink = FakeNetlink(veth(10, "vethA"), veth(11, "vethB", "vnaaaa"))
+    vm = domain(claim(1, "vnaaaa"))
+    veths = {vm.claims[0].mac: host_veth(netlink.host_links[10])}
+    with pytest.raises(
+        Failures, match=re.escape("already a name of host link vethB (ifindex 11); choose")
+    ):
+        binding.bind_all(vm, binding.plan(vm, veths), netlink, store)
+    assert altnames(netlink) == {"vethA": (), "vethB": ("vnaaaa",)}
+    other = Domain("vm0", "00000000-0000-4000-8000-000000000000", (claim(1, "vnaaaa"),))
+    binding.bind_all(other, binding.plan(other, {other.claims[0].mac: host_veth(
+        netlink.host_links[11])}), netlink, store)  # fmt: skip
+    vm_on_b = {vm.claims[0].mac: host_veth(netlink.host_links[11])}
+    with pytest.raises(Failures, match="pod NIC vethB is already used by running domain 'vm0'"):
+        binding.bind_all(vm, binding.plan(vm, vm_on_b), netlink, store)
+    assert store.load(UUID) is None

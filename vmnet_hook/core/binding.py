@@ -4,7 +4,7 @@ placeholders bound as altnames of host veths, ``masquerade`` NICs built in their
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Protocol
 
 from vmnet_hook.core.annotation import Domain
@@ -17,7 +17,8 @@ from vmnet_hook.errors import (
     VmnetError,
 )
 from vmnet_hook.host.netlink import Netlink, NetlinkSession
-from vmnet_hook.host.resolve import HostVeth
+from vmnet_hook.host.procfs import NetnsId
+from vmnet_hook.host.resolve import HostVeth, already_carries, guests_on
 from vmnet_hook.host.state import Binding, DomainState, StateStore
 from vmnet_hook.podnet.record import GuestRecord
 
@@ -30,10 +31,13 @@ class PodSide(Protocol):
     def disconnect(self, records: Sequence[GuestRecord]) -> list[str]: ...
 
 
-def plan(domain: Domain, veths: dict[str, HostVeth]) -> tuple[Binding, ...]:
-    """Each claim's binding. One whose ``<source dev>`` already names the veth (after a
-    migrate or restore) adds no altname, but is recorded all the same: the domain holds
-    that pod NIC."""
+def plan(
+    domain: Domain, veths: dict[str, HostVeth], pods: Mapping[str, NetnsId] | None = None
+) -> tuple[Binding, ...]:
+    """Each ``l2`` claim's binding. One whose ``<source dev>`` already names the veth (after
+    a migrate or restore) adds no altname, but is recorded all the same: the domain holds
+    that pod NIC. ``pods`` gives the other claims' pod namespaces (by MAC): no two NICs of
+    the domain may claim one pod NIC, in whatever mode and by whatever selector."""
     problems: list[VmnetError] = [
         InterfaceError(domain.name, claim.mac, LinkRefused(
             f"host veth {veths[claim.mac].name} is a port of bridge {veths[claim.mac].bridge}, "
@@ -41,6 +45,7 @@ def plan(domain: Domain, veths: dict[str, HostVeth]) -> tuple[Binding, ...]:
         for claim in domain.claims
         if claim.mac in veths and veths[claim.mac].bridge is not None
     ]  # fmt: skip
+    problems += _one_nic_twice(domain, veths, pods or {})
     if problems:
         raise Failures(problems)
     return tuple(
@@ -50,11 +55,37 @@ def plan(domain: Domain, veths: dict[str, HostVeth]) -> tuple[Binding, ...]:
             veths[claim.mac].name,
             veths[claim.mac].index,
             str(veths[claim.mac].pod_netns),
-            claim.pod_dev,
+            veths[claim.mac].pod_dev,
         )
         for claim in domain.claims
         if claim.mac in veths
     )
+
+
+def _one_nic_twice(
+    domain: Domain, veths: dict[str, HostVeth], pods: Mapping[str, NetnsId]
+) -> list[VmnetError]:
+    """Claims that resolved to a pod NIC an earlier claim of the domain resolved to: the
+    same namespace and NIC name, or (``l2``) the same host veth."""
+    seen: dict[object, str] = {}
+    problems: list[VmnetError] = []
+    for claim in domain.claims:
+        if claim.mac in veths:
+            veth = veths[claim.mac]
+            keys: tuple[object, ...] = ((str(veth.pod_netns), veth.pod_dev), veth.index)
+            nic = f"{veth.pod_dev} of {veth.pod_netns} (host veth {veth.name})"
+        elif claim.mac in pods:
+            keys = ((str(pods[claim.mac]), claim.pod_dev),)
+            nic = f"{claim.pod_dev} of {pods[claim.mac]}"
+        else:
+            continue
+        earlier = next((seen[key] for key in keys if key in seen), None)
+        if earlier is not None:
+            problems.append(InterfaceError(domain.name, claim.mac, LinkRefused(
+                f"pod NIC {nic} is also claimed by interface {earlier}; "
+                "one pod NIC serves one domain NIC")))  # fmt: skip
+        seen.update(dict.fromkeys(keys, claim.mac))
+    return problems
 
 
 def needs_altname(binding: Binding) -> bool:
@@ -72,15 +103,7 @@ def bind_all(
     if not bindings and pod_side is None:
         return
     with store.lock(), netlink.host() as host:
-        to_bind = tuple(filter(needs_altname, bindings))
-        records = pod_side.records() if pod_side else []
-        _refuse_shared_nics(domain, bindings, records, store)
-        _refuse_taken_placeholders(
-            domain.name,
-            [(b.mac, b.placeholder) for b in to_bind]
-            + [(r.nic.mac, r.nic.placeholder) for r in records],
-            host,
-        )
+        to_bind, records = _checked(domain, bindings, host, store, pod_side)
 
         def save() -> None:
             store.save(domain.uuid, DomainState(domain.name, bindings, tuple(records)))
@@ -93,12 +116,38 @@ def bind_all(
                 pod_side.connect(records, save)
         except BaseException:
             # Every binding, not only those whose call returned: the kernel may have added
-            # the last one. None of these names existed before, so what is there is ours.
+            # the last one. None of these names existed before, or they were this domain's
+            # own leftovers (adopted), so what is there is ours.
             problems = unbind(host, bindings)
             problems += pod_side.disconnect(records) if pod_side else []
             if not problems:
                 store.remove(domain.uuid)
             raise
+
+
+def _checked(
+    domain: Domain,
+    bindings: tuple[Binding, ...],
+    host: NetlinkSession,
+    store: StateStore,
+    pod_side: PodSide | None,
+) -> tuple[tuple[Binding, ...], list[GuestRecord]]:
+    """Under the lock: refuse pod NICs that state or the kernel shows in use, and taken
+    placeholders; read the pods and plan. The altnames still to add, and the records."""
+    _refuse_shared_nics(domain, bindings, [], store)
+    _refuse_carried_veths(domain.name, bindings, host)
+    records = pod_side.records() if pod_side else []
+    if records:
+        _refuse_shared_nics(domain, (), records, store)
+    adopted = _adoptable(domain, bindings, host, store)
+    to_bind = tuple(b for b in bindings if needs_altname(b) and b not in adopted)
+    _refuse_taken_placeholders(
+        domain.name,
+        [(b.mac, b.placeholder) for b in to_bind]
+        + [(r.nic.mac, r.nic.placeholder) for r in records],
+        host,
+    )
+    return to_bind, records
 
 
 def unbind(host: NetlinkSession, bindings: tuple[Binding, ...] | list[Binding]) -> list[str]:
@@ -145,6 +194,53 @@ def release(
             return problems + undone
     store.remove(uuid)
     return problems
+
+
+def _refuse_carried_veths(
+    domain: str, bindings: tuple[Binding, ...], host: NetlinkSession
+) -> None:
+    """The kernel knows who uses a host veth, whatever state says: a macvtap (or macvlan)
+    on it is another guest's, a domain's without the annotation, or a leftover. At prepare
+    libvirt has not made this domain's own macvtap yet, so whatever is there is not ours."""
+    if not bindings:
+        return
+    links = host.links()
+    problems: list[VmnetError] = [
+        InterfaceError(domain, b.mac, already_carries(b.host_veth, guests))
+        for b in bindings
+        if (guests := guests_on(links, b.ifindex))
+    ]
+    if problems:
+        raise Failures(problems)
+
+
+def _adoptable(
+    domain: Domain, bindings: tuple[Binding, ...], host: NetlinkSession, store: StateStore
+) -> set[Binding]:
+    """This domain's own leftovers (its state lost): the placeholder already an altname of
+    exactly the host veth the claim resolves to, and no other domain recording it."""
+    found = {
+        b for b in bindings
+        if needs_altname(b)
+        and (link := host.link_by_name(b.placeholder)) is not None
+        and link.index == b.ifindex
+        and b.placeholder in link.altnames
+    }  # fmt: skip
+    if not found:
+        return found
+    scan = store.scan()
+    if scan.unreadable:  # it may record this very name: not adopted (and so refused)
+        return set()
+    others = {
+        (held.placeholder, held.ifindex)
+        for uuid, state in scan.states.items()
+        if uuid != domain.uuid
+        for held in state.bindings
+    }
+    return {
+        b for b in found
+        if not any(b.placeholder == name or b.ifindex == index for name, index in others)
+    }  # fmt: skip
 
 
 def _refuse_taken_placeholders(

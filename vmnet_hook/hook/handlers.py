@@ -77,7 +77,7 @@ def _prepare(call: HookCall, system: System, tree: etree._ElementTree, domain: D
     for problem in leftovers:
         system.log("warning", f"{domain.name}: leftover binding: {problem}")
     veths, requests = resolve_all(domain, system.resolver, system.log)
-    bindings = binding.plan(domain, veths)
+    bindings = binding.plan(domain, veths, {r.claim.mac: r.pod.netns for r in requests})
     with attach.opened(requests) as paths:
         pod_side = attach.PodSide(domain.name, domain.uuid, requests, paths, system.pod_netlink,
                                   system.config.vm_cidr, system.config.state_dir,
@@ -220,8 +220,9 @@ def run(call: HookCall, system: System | None = None) -> str:
 def resolve_all(
     domain: Domain, resolver: Resolver, log: Callable[[str, str], None] = lambda _l, _m: None
 ) -> tuple[dict[str, HostVeth], list[attach.Request]]:
-    """Each ``l2`` claim's host veth and each ``masquerade`` claim's pod, or one error line
-    per interface that failed."""
+    """Each ``l2`` claim's host veth, and each claim's pod (where ``masquerade`` builds and
+    ``l2`` checks that no other domain's guest sits), or one error line per interface
+    that failed."""
     veths: dict[str, HostVeth] = {}
     requests: list[attach.Request] = []
     problems: list[VmnetError] = []
@@ -233,6 +234,7 @@ def resolve_all(
                 log("debug", f"{domain.name} {claim.mac}: pod {requests[-1].pod.netns}")
                 continue
             found = veths[claim.mac] = resolver.host_veth(claim.selector, claim.pod_dev)
+            requests.append(attach.l2_request(claim, found))  # its pod is checked too
             log(
                 "debug",
                 f"{domain.name} {claim.mac}: pod {found.pod_netns}, host veth "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from vmnet_hook.config import Config
@@ -19,9 +20,10 @@ from vmnet_hook.host.procfs import NetnsId, ProcFs
 class HostVeth:
     name: str
     index: int
-    pod_dev: str
+    pod_dev: str  # the pod NIC's own name (a claim may name it by an altname)
     pod_netns: NetnsId
     bridge: str | None = None  # the bridge the host veth is a port of
+    pod_path: str = ""  # where the pod's namespace was opened, checked against pod_netns
 
 
 class Resolver:
@@ -69,7 +71,30 @@ def host_end(pod: PodNetns, pod_dev: str, netlink: Netlink) -> HostVeth:
         )
     _still_the_pods_netns(pod)
     bridge = master.name if master is not None else None
-    return HostVeth(peer.name, peer.index, pod_dev, pod.netns, bridge)
+    return HostVeth(peer.name, peer.index, pod_link.name, pod.netns, bridge, pod.path)
+
+
+GUEST_KINDS = ("macvtap", "macvlan", "ipvtap", "ipvlan")  # links that hand a NIC to a guest
+
+
+def guests_on(links: Iterable[Link], lower: int) -> list[Link]:
+    """The links stacked on ifindex ``lower`` (IFLA_LINK, same namespace) that carry a guest
+    or a container: libvirt's macvtap of a domain, annotated or not, or a leftover."""
+    return [
+        link
+        for link in links
+        if link.kind in GUEST_KINDS and link.peer_index == lower and link.peer_nsid is None
+    ]
+
+
+def already_carries(host_veth: str, guests: Sequence[Link]) -> LinkRefused:
+    """The refusal for a pod NIC whose host veth ``guests_on`` found in use."""
+    names = ", ".join(f"{link.name} ({link.kind}, ifindex {link.index})" for link in guests)
+    commands = " or ".join(f"`ip link del {link.name}`" for link in guests)
+    return LinkRefused(
+        f"host veth {host_veth} already carries {names}; a second guest on one pod NIC is "
+        f"refused: stop the domain that uses it, or delete a leftover with {commands}"
+    )
 
 
 def _still_the_pods_netns(pod: PodNetns) -> None:

@@ -7,24 +7,34 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import os
+import stat
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+
+import psutil
 
 from vmnet_hook.core.annotation import Claim
 from vmnet_hook.errors import Failures, InterfaceError, PodNetError, PodNotFound, VmnetError
 from vmnet_hook.host.netlink import PodNetlink, PodSession
+from vmnet_hook.host.netns import HOST_NETNS
 from vmnet_hook.host.pods import PodNetns
+from vmnet_hook.host.resolve import HostVeth, already_carries, guests_on
 from vmnet_hook.podnet import dhcp, kernel, wire
-from vmnet_hook.podnet.plan import Dns, GuestNic, PodFacts, Wanted, parse_owner, plan
+from vmnet_hook.podnet.plan import Dns, GuestNic, PodFacts, Wanted, parse_owner, plan, tag_of
 from vmnet_hook.podnet.record import GuestRecord
 
 
 @dataclass(frozen=True)
 class Request:
-    """A masqueraded claim and the pod namespace it resolved to."""
+    """A claim and the pod namespace it resolved to (an ``l2`` claim's pod is checked)."""
 
     claim: Claim
     pod: PodNetns
+
+
+def l2_request(claim: Claim, veth: HostVeth) -> Request:
+    """An ``l2`` claim's pod, as its host veth was resolved: checked under the lock."""
+    return Request(claim, PodNetns(veth.pod_path, veth.pod_netns, ()))
 
 
 @contextlib.contextmanager
@@ -45,8 +55,11 @@ def records_for(
     netlink: PodNetlink, vm_cidr: str, state_dir: str, proc_root: str,
 ) -> tuple[GuestRecord, ...]:  # fmt: skip
     """Read each pod, refuse pod NICs another domain holds, clean this domain's own
-    leftovers, and plan. Nothing is made here."""
+    leftovers, and plan the masqueraded NICs; an ``l2`` claim's pod is only checked and
+    cleaned. Nothing is made here."""
     _refuse_one_nic_twice(domain, requests)
+    stop_own_dnsmasqs(uuid, state_dir)
+    masqueraded = [r for r in requests if r.claim.network == "masquerade"]
     facts: dict[str, PodFacts] = {}
     dns: dict[str, Dns] = {}
     forwarding: dict[str, str] = {}
@@ -54,6 +67,9 @@ def records_for(
     for request in requests:
         mac, path = request.claim.mac, paths[request.claim.mac]
         try:
+            if request.claim.network != "masquerade":
+                _check_l2_pod(uuid, request.claim, path, netlink)
+                continue
             facts[mac] = _read_pod(uuid, request.claim, path, netlink)
             forwarding[mac] = wire.read_sysctl(path, f"{request.claim.pod_dev}/forwarding")
             dns[mac] = kernel.read_dns(request.pod.pids, proc_root)
@@ -61,15 +77,17 @@ def records_for(
             problems.append(InterfaceError(domain, mac, error))
     if problems:
         raise Failures(problems)
+    if not masqueraded:
+        return ()
     wanted = [Wanted(r.claim.mac, r.claim.placeholder, r.claim.pod_dev, r.claim.pod_ports)
-              for r in requests]  # fmt: skip
+              for r in masqueraded]  # fmt: skip
     try:
         nics = plan(uuid, wanted, facts, dns, ipaddress.IPv4Network(vm_cidr))
     except PodNetError as error:
         raise Failures([InterfaceError(domain, wanted[0].mac, error)]) from None
     return tuple(
         _record(nic_request, nic, forwarding[nic.mac], state_dir)
-        for nic_request, nic in zip(requests, nics, strict=True)
+        for nic_request, nic in zip(masqueraded, nics, strict=True)
     )
 
 
@@ -97,26 +115,98 @@ def disconnect_all(records: Sequence[GuestRecord], netlink: PodNetlink) -> list[
 
 def _read_pod(uuid: str, claim: Claim, path: str, netlink: PodNetlink) -> PodFacts:
     with netlink.netns(path) as inside:
-        for owner in kernel.holders(inside, path):
-            if owner["dev"] == claim.pod_dev and owner["uuid"] != uuid:
-                raise PodNetError(
-                    f"pod NIC {claim.pod_dev} already carries a guest of domain "
-                    f"{owner['uuid']} (mac {owner['mac']}); stop that domain first"
-                )
+        _refuse_other_guests(uuid, claim.pod_dev, inside, path)
+        _refuse_carried_host_veth(claim.pod_dev, inside, netlink)
         _clean_own_leftovers(uuid, claim, path, inside)
         return kernel.read_facts(inside, claim.pod_dev)
 
 
+def _check_l2_pod(uuid: str, claim: Claim, path: str, netlink: PodNetlink) -> None:
+    """An ``l2`` claim takes the whole pod NIC: refused while the pod holds another
+    domain's masqueraded guest on it; this domain's own leftovers in the pod are removed."""
+    with netlink.netns(path) as inside:
+        pod_link = inside.link_by_name(claim.pod_dev)
+        if pod_link is None:
+            raise PodNotFound(f"the pod's NIC {claim.pod_dev} vanished while it was read")
+        _refuse_other_guests(uuid, pod_link.name, inside, path)
+        _clean_own_leftovers(uuid, claim, path, inside)
+
+
+def _refuse_other_guests(uuid: str, pod_dev: str, inside: PodSession, path: str) -> None:
+    """The pod's kernel tells who holds its NIC: the owner tags of the guest links and nft
+    tables vmnet-hook makes, whatever state says."""
+    for owner in kernel.holders(inside, path):
+        if owner["dev"] == pod_dev and owner["uuid"] != uuid:
+            raise PodNetError(
+                f"pod NIC {pod_dev} already carries a guest of domain "
+                f"{owner['uuid']} (mac {owner['mac']}); stop that domain first"
+            )
+
+
+def _refuse_carried_host_veth(pod_dev: str, inside: PodSession, netlink: PodNetlink) -> None:
+    """A masqueraded NIC shares nothing with an ``l2`` guest (or a domain without the
+    annotation) that holds the pod NIC's host veth through a macvtap."""
+    pod_link = inside.link_by_name(pod_dev)
+    if pod_link is None or pod_link.kind != "veth" or pod_link.peer_index is None:
+        return  # read_facts names a missing NIC; a macvlan pod NIC has no host veth
+    if pod_link.peer_nsid is None or pod_link.peer_nsid != inside.nsid_of(HOST_NETNS):
+        return  # its peer is not on the host: nothing of ours can sit there
+    with netlink.host() as host:
+        guests = guests_on(host.links(), pod_link.peer_index)
+        veth = host.link_by_index(pod_link.peer_index)
+    if guests:
+        raise already_carries(veth.name if veth else f"ifindex {pod_link.peer_index}", guests)
+
+
 def _clean_own_leftovers(uuid: str, claim: Claim, path: str, inside: PodSession) -> None:
-    """Pieces this domain left for this NIC (its state lost) are its own: remove them."""
+    """Pieces this domain left in the pod (its state lost; at prepare, after its own
+    release, nothing of this domain's is there on purpose) are its own: remove them. A
+    guest link's host end (the placeholder) goes with its pod end, and a pod end killed
+    before it was tagged is recognised by its name, derived from this domain's UUID and MAC."""
+    untagged = f"vg{tag_of(uuid, claim.mac)}"
     for link in inside.links():
         owner = parse_owner(link.alias or "")
-        if owner and owner["uuid"] == uuid and owner["mac"] == claim.mac:
+        ours = owner is not None and owner["uuid"] == uuid
+        if ours or (link.name == untagged and link.kind == "veth" and not link.alias):
             inside.del_link(link.index)
-    for table, comment in kernel.nft_comments(path).items():
+    comments = kernel.nft_comments(path) if kernel.has_nft() else {}
+    for table, comment in comments.items():
         owner = parse_owner(comment)
-        if owner and owner["uuid"] == uuid and owner["mac"] == claim.mac:
+        if owner and owner["uuid"] == uuid:
             kernel.run_tool(path, [kernel.NFT, "delete", "table", "ip", table])
+
+
+def stop_own_dnsmasqs(uuid: str, state_dir: str) -> None:
+    """A DHCP server this domain left (its state lost) is found by its pid file in the
+    state directory, and ended if its command line names that file; its files go too."""
+    try:
+        names = os.listdir(state_dir)
+    except OSError:
+        return
+    for name in names:
+        if not (name.startswith(f"{uuid}.vg") and name.endswith(".pid")):
+            continue
+        pid_file = os.path.join(state_dir, name)
+        with contextlib.suppress(OSError, ValueError, psutil.Error):
+            process = psutil.Process(_pid_in(pid_file))
+            if f"--pid-file={pid_file}" in process.cmdline():
+                process.kill()
+                process.wait(1.0)
+        for path in (pid_file, pid_file.removesuffix(".pid") + ".leases"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+
+
+def _pid_in(pid_file: str) -> int:
+    """The pid a pid file holds; a file that is not a regular one (a FIFO, a link) is
+    never read: it could block or lead elsewhere."""
+    fd = os.open(pid_file, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ValueError(f"{pid_file} is not a regular file")
+        return int(os.read(fd, 32).decode("ascii").strip())
+    finally:
+        os.close(fd)
 
 
 def _record(
@@ -162,7 +252,8 @@ def _refuse_one_nic_twice(domain: str, requests: Sequence[Request]) -> None:
 
 @dataclass
 class PodSide:
-    """``binding.PodSide`` for one domain's masqueraded NICs, their pods held open."""
+    """``binding.PodSide`` for one domain's claims, their pods held open: masqueraded NICs
+    are built there, ``l2`` claims' pods only checked for other domains' guests."""
 
     domain: str
     uuid: str

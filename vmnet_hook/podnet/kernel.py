@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import shutil
 import subprocess
 
 from vmnet_hook.errors import PodNetError
@@ -68,10 +69,16 @@ def _read_small(path: str) -> str:
 
 
 def holders(inside: PodSession, netns_path: str) -> list[dict[str, str]]:
-    """vmnet-hook's pieces in a pod: the guest links' and nft tables' owner tags."""
+    """vmnet-hook's pieces in a pod: the guest links' and nft tables' owner tags. Without
+    nft installed no table of ours can exist (an ``l2``-only host need not have it)."""
     found = [parse_owner(link.alias or "") for link in inside.links()]
-    found += [parse_owner(comment) for comment in nft_comments(netns_path).values()]
+    if has_nft():
+        found += [parse_owner(comment) for comment in nft_comments(netns_path).values()]
     return [owner for owner in found if owner is not None]
+
+
+def has_nft() -> bool:
+    return shutil.which(NFT) is not None
 
 
 def nft_comments(netns_path: str) -> dict[str, str]:
