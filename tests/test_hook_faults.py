@@ -82,7 +82,7 @@ def test_a_config_on_a_fifo_is_refused_at_once(make_pod: MakePod, config_env: di
     assert (done.returncode, done.stdout) == (1, "")
     assert (
         done.stderr
-        == f"vmnet-hook: config file {tmp_path}/config is not a regular file; make it one\n"
+        == f"vmnet-hook: config file {tmp_path}/config is not a regular file but a FIFO: only a regular file of at most 65536 bytes is read\n"
     )
     nothing_left(pod, vm, Path(config_env["VMNET_HOOK_STATE_DIR"]))
 
@@ -298,7 +298,7 @@ def test_release_with_a_config_broken_after_start_releases_and_says_why(
         done = hook(env, "release", "end", xml=vm.xml, timeout=30)
         assert (done.returncode, done.stdout) == (0, "")
         assert done.stderr == (
-            f"vmnet-hook: config file {config} is not a regular file; make it one; released "
+            f"vmnet-hook: config file {config} is not a regular file but a FIFO: only a regular file of at most 65536 bytes is read; released "
             "with the default settings\n"
         )
         nothing_left(pod, vm, state_dir)

@@ -13,6 +13,7 @@ import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from vmnet_hook import files
 from vmnet_hook.errors import ConfigError
 
 DEFAULT_PATH = "/etc/vmnet-hook/config"
@@ -119,25 +120,19 @@ def read_trusted(path: str) -> str | None:
     """The text of the config file, None when it is missing. Never blocks (a FIFO is
     refused, not read), never reads without bound, and judges the file its symlinks name."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError) as error:
-        reason = error.strerror if isinstance(error, OSError) else str(error)
-        raise ConfigError(f"config file {path}: cannot open it: {reason}") from None
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise ConfigError(f"config file {path} is not a regular file; make it one")
-        if why := untrusted(info):
-            raise ConfigError(untrusted_line("config file", path, why))
-        data = os.read(fd, MAX_CONFIG_BYTES + 1)
+        found = files.read_regular(path, MAX_CONFIG_BYTES, follow=True)
+    except files.NotReadable as error:
+        raise ConfigError(
+            f"config file {path} is {error}: only a regular file of at most "
+            f"{MAX_CONFIG_BYTES} bytes is read"
+        ) from None
     except OSError as error:
         raise ConfigError(f"config file {path}: cannot read it: {error.strerror}") from None
-    finally:
-        os.close(fd)
-    if len(data) > MAX_CONFIG_BYTES:
-        raise ConfigError(f"config file {path} is larger than {MAX_CONFIG_BYTES} bytes")
+    if found is None:
+        return None
+    data, info = found
+    if why := untrusted(info):
+        raise ConfigError(untrusted_line("config file", path, why))
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as error:

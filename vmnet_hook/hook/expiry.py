@@ -13,6 +13,7 @@ import sys
 from types import FrameType
 from typing import Any
 
+from vmnet_hook import files
 from vmnet_hook.hook import gate
 
 LOCKS = "/proc/locks"
@@ -95,14 +96,9 @@ def _recorded(path: str) -> list[str]:
 
 
 def _read(path: str) -> str | None:
-    """A small local file, never following a link nor blocking on a FIFO."""
+    """A small local file (vmnet_hook.files: never a link, never blocking on a FIFO)."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError:
+        found = files.read_regular(path, MAX_READ)
+    except (OSError, files.NotReadable):
         return None
-    try:
-        return os.read(fd, MAX_READ).decode("utf-8", "replace")
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
+    return found[0].decode("utf-8", "replace") if found is not None else None

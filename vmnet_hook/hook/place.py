@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import contextlib
 import os
-import stat
 import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 
-from vmnet_hook import config
+from vmnet_hook import config, files
 from vmnet_hook.errors import ConfigError, StateError
 from vmnet_hook.hook import gate
 
@@ -104,15 +103,14 @@ def read_pointer(uuid: str) -> str:
     path = pointer_path(uuid)
     config.check_state_dir(gate.DEFAULT_STATE_DIR)
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError as error:
-        raise StateError(f"state pointer {path}: cannot open it: {error.strerror}") from None
-    try:
-        info = os.fstat(fd)
-        why = "not a regular file" if not stat.S_ISREG(info.st_mode) else config.untrusted(info)
-        data = os.read(fd, MAX_POINTER_BYTES + 1) if not why else b""
-    finally:
-        os.close(fd)
+        found = files.read_regular(path, MAX_POINTER_BYTES)
+    except (OSError, files.NotReadable) as error:
+        reason = error.strerror if isinstance(error, OSError) else str(error)
+        raise StateError(f"state pointer {path}: cannot read it: {reason}") from None
+    if found is None:
+        raise StateError(f"state pointer {path}: cannot read it: it is gone")
+    data, info = found
+    why = config.untrusted(info)
     text = data.decode("utf-8", "replace").removesuffix("\n")
     if not why and (len(data) > MAX_POINTER_BYTES or not text.startswith("/") or "\n" in text):
         why = "not a state dir's absolute path on one line"

@@ -12,13 +12,12 @@ import errno
 import fcntl
 import json
 import os
-import stat
 import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 
-from vmnet_hook import is_uuid
+from vmnet_hook import files, is_uuid
 from vmnet_hook.errors import StateError
 from vmnet_hook.host import schema
 from vmnet_hook.podnet.record import GuestRecord
@@ -263,36 +262,12 @@ def _write_all(fd: int, payload: bytes) -> None:
 
 
 def _read_bounded(path: str) -> tuple[bytes, Stamp] | None:
-    """At most MAX_BYTES of a regular file, never following a link nor opening anything
-    else (a FIFO would block, a device could act on open). None: no such file."""
-    try:
-        before = os.lstat(path)
-        if not stat.S_ISREG(before.st_mode):
-            raise ValueError(f"not a regular file but {_kind(before.st_mode)}")
-        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
-        fd = os.open(path, flags)
-    except FileNotFoundError:
+    """At most MAX_BYTES of a regular file (vmnet_hook.files). None: no such file."""
+    found = files.read_regular(path, MAX_BYTES)
+    if found is None:
         return None
-    try:
-        found = os.fstat(fd)
-        if not stat.S_ISREG(found.st_mode):
-            raise ValueError(f"not a regular file but {_kind(found.st_mode)}")
-        chunks, size = [], 0
-        while size <= MAX_BYTES and (chunk := os.read(fd, MAX_BYTES + 1 - size)):
-            chunks.append(chunk)
-            size += len(chunk)
-        if size > MAX_BYTES:
-            raise ValueError(f"larger than {MAX_BYTES} bytes")
-        return b"".join(chunks), (found.st_ino, found.st_mtime_ns)
-    finally:
-        os.close(fd)
-
-
-def _kind(mode: int) -> str:
-    kinds = [(stat.S_ISLNK, "a symbolic link"), (stat.S_ISDIR, "a directory"),
-             (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
-             (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device")]  # fmt: skip
-    return next((name for test, name in kinds if test(mode)), "of an unknown kind")
+    payload, info = found
+    return payload, (info.st_ino, info.st_mtime_ns)
 
 
 def _decode(raw: object) -> DomainState:

@@ -7,12 +7,12 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import os
-import stat
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import psutil
 
+from vmnet_hook import files
 from vmnet_hook.core.annotation import Claim
 from vmnet_hook.errors import Failures, InterfaceError, PodNetError, PodNotFound, VmnetError
 from vmnet_hook.host.netlink import PodNetlink, PodSession
@@ -198,15 +198,11 @@ def stop_own_dnsmasqs(uuid: str, state_dir: str) -> None:
 
 
 def _pid_in(pid_file: str) -> int:
-    """The pid a pid file holds; a file that is not a regular one (a FIFO, a link) is
-    never read: it could block or lead elsewhere."""
-    fd = os.open(pid_file, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise ValueError(f"{pid_file} is not a regular file")
-        return int(os.read(fd, 32).decode("ascii").strip())
-    finally:
-        os.close(fd)
+    """The pid a pid file holds (read as vmnet_hook.files reads: never a FIFO or a link)."""
+    found = files.read_regular(pid_file, 32)
+    if found is None:
+        raise FileNotFoundError(pid_file)
+    return int(found[0].decode("ascii").strip())
 
 
 def _record(

@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 import psutil
 
+from vmnet_hook import files
 from vmnet_hook.errors import PodNetError, VmnetError
 from vmnet_hook.host.netlink import PodNetlink
 from vmnet_hook.host.netns import run_in_netns
@@ -190,8 +191,10 @@ def _alive(process: psutil.Process) -> bool:
 
 
 def _pid_in(path: str) -> int | None:
-    with contextlib.suppress(OSError, ValueError), open(path, encoding="ascii") as handle:
-        return int(handle.read(32).strip())
+    """What dnsmasq wrote in its pid file (vmnet_hook.files: never a FIFO or a link)."""
+    with contextlib.suppress(OSError, ValueError):
+        found = files.read_regular(path, 32)
+        return int(found[0].decode("ascii").strip()) if found is not None else None
     return None
 
 
