@@ -129,7 +129,24 @@ def _check_l2_pod(uuid: str, claim: Claim, path: str, netlink: PodNetlink) -> No
         if pod_link is None:
             raise PodNotFound(f"the pod's NIC {claim.pod_dev} vanished while it was read")
         _refuse_other_guests(uuid, pod_link.name, inside, path)
+        if not kernel.has_nft():
+            _refuse_untagged_guests(uuid, claim, inside)
         _clean_own_leftovers(uuid, claim, path, inside)
+
+
+def _refuse_untagged_guests(uuid: str, claim: Claim, inside: PodSession) -> None:
+    """Without nft, a guest link whose owner tag is lost is all that shows a masqueraded
+    guest (its nft table would name it): any link named as a pod end of ours (but this
+    domain's own leftover) may hold the pod NIC, so the whole NIC is not taken."""
+    own = f"vg{tag_of(uuid, claim.mac)}"
+    found = [name for name in kernel.untagged_guest_links(inside) if name != own]
+    if found:
+        raise PodNetError(
+            f"pod NIC {claim.pod_dev}: the pod has {', '.join(found)}, named as vmnet-hook "
+            "names a masqueraded guest's link but without its owner tag, and nft is not "
+            "installed to tell whose: stop the domain that uses it, or delete a leftover "
+            "in the pod (`ip link del NAME` there)"
+        )
 
 
 def _refuse_other_guests(uuid: str, pod_dev: str, inside: PodSession, path: str) -> None:

@@ -119,7 +119,7 @@ def write_sysctls(pod_path: str, values: dict[str, str]) -> None:
 def _tool(pod_path: str, argv: list[str], stdin: str, package: str) -> str:
     try:
         return kernel.run_tool(pod_path, argv, stdin)
-    except FileNotFoundError:
+    except kernel.MissingTool:
         raise PodNetError(MISSING_TOOL.format(tool=argv[0], package=package)) from None
 
 
@@ -128,20 +128,22 @@ def start_dnsmasq(record: GuestRecord, pod_path: str) -> tuple[int, float]:
     state_dir = os.path.dirname(record.pid_file)
     with contextlib.suppress(FileNotFoundError):
         os.unlink(record.pid_file)
+    program = kernel.tool_path(dhcp.DNSMASQ)
+    if program is None:
+        raise PodNetError(MISSING_TOOL.format(tool=dhcp.DNSMASQ, package="dnsmasq-base"))
     with tempfile.TemporaryFile(dir=state_dir) as complaints:
 
         def start() -> int:
             return subprocess.run(
-                dhcp.argv(nic, state_dir), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                stderr=complaints, timeout=kernel.TOOL_SECONDS, close_fds=True, check=False,
+                dhcp.argv(nic, state_dir, program), stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL, stderr=complaints, timeout=kernel.TOOL_SECONDS,
+                close_fds=True, check=False,
             ).returncode  # fmt: skip
 
         try:
             status = run_in_netns(pod_path, start)
-        except FileNotFoundError:
-            raise PodNetError(
-                MISSING_TOOL.format(tool="dnsmasq", package="dnsmasq-base")
-            ) from None
+        except OSError as error:
+            raise PodNetError(f"cannot run {program}: {error.strerror}") from None
         complaints.seek(0)
         said = complaints.read(4096).decode("utf-8", "replace").strip().splitlines()
     pid = _pid_in(record.pid_file)
