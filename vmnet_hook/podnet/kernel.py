@@ -138,7 +138,7 @@ def run_tool(netns_path: str, argv: list[str], stdin: str = "") -> str:
 
     def run() -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [program, *argv[1:]], input=stdin, capture_output=True, text=True,
+            argv, executable=program, input=stdin, capture_output=True, text=True,
             timeout=TOOL_SECONDS, close_fds=True, check=False,
         )  # fmt: skip
 
