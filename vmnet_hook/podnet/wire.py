@@ -256,8 +256,9 @@ def _host_end_left(record: GuestRecord, netlink: PodNetlink, pod_found: bool) ->
         if pod_found
         else "this record's pod namespace is gone, and the guest link with it"
     )
+    named = "is named" if link.name == placeholder else "has the altname"
     return [Note(
-        f"host link {link.name} (ifindex {link.index}) bears the guest's name {placeholder} "
-        f"but is not the host end this record made ({why}): left in place; if it is a "
-        f"leftover of this domain, `ip link del {link.name}`"
+        f"host link {link.name} (ifindex {link.index}) {named} {placeholder} but is not "
+        f"the host end of the guest link this record made ({why}): left in place, as "
+        "another's (`vmnet-hook status` shows which domain holds it)"
     )]  # fmt: skip
