@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,9 @@ from vmnet_hook.errors import BindError, Failures
 from vmnet_hook.host.netlink import Link
 from vmnet_hook.host.procfs import NetnsId
 from vmnet_hook.host.resolve import HostVeth
-from vmnet_hook.host.state import DomainState, StateStore
+from vmnet_hook.host.state import Binding, DomainState, StateStore
+from vmnet_hook.podnet.plan import Dns, GuestNic
+from vmnet_hook.podnet.record import GuestRecord, Note
 
 UUID = "6f1c2a9e-3b4d-4c5e-8f90-a1b2c3d4e5f6"
 
@@ -277,3 +280,51 @@ def test_own_placeholder_on_another_link_or_recorded_by_another_domain_is_refuse
     with pytest.raises(Failures, match="pod NIC vethB is already used by running domain 'vm0'"):
         binding.bind_all(vm, binding.plan(vm, vm_on_b), netlink, store)
     assert store.load(UUID) is None
+
+
+OTHER_UUID = "11111111-1111-4111-8111-111111111111"
+
+
+def guest(domain_uuid: str) -> GuestRecord:
+    nic = GuestNic(domain_uuid, "52:54:00:00:00:02", "vnbbbb", "eth0", "vgbbbb", "vmnet_bbbb",
+                   "10.0.2.0/30", "10.0.2.1", "10.0.2.2", "52:54:00:00:00:03",
+                   "198.51.100.7", 1500, True, (), Dns((), (), "x"))  # fmt: skip
+    return GuestRecord(nic, 4, 4026533, ("/proc/1/ns/net",), "0", "/run/x.pid", "/run/x.leases")
+
+
+def test_release_leaves_an_altname_another_record_names_on_the_same_link(
+    store: StateStore,
+) -> None:
+    netlink = FakeNetlink(veth(10, "vethA", "vnaaaa"))
+    held = Binding("52:54:00:00:00:01", "vnaaaa", "vethA", 10, "net:[1010]", "eth0")
+    store.save(OTHER_UUID, DomainState("vm-other", (held,)))
+    store.save(UUID, DomainState("vm1", (held,)))
+    (said,) = binding.release(UUID, netlink, store)
+    assert isinstance(said, Note) and "also recorded by domain 'vm-other'" in said
+    assert altnames(netlink) == {"vethA": ("vnaaaa",)}
+    assert store.load(UUID) is None and store.load(OTHER_UUID) is not None
+
+
+@pytest.mark.parametrize(
+    ("said", "kept"), [([], False), ([Note("left alone")], False), (["cannot"], True)]
+)
+def test_release_keeps_the_record_only_for_what_it_failed_to_undo(
+    said: list[str], kept: bool, store: StateStore
+) -> None:
+    """A record of another domain's NIC is not undone; a Note does not keep the record."""
+    stranger, own = guest(OTHER_UUID), guest(UUID)
+    store.save(UUID, DomainState("vm1", (), (stranger, own)))
+    asked: list[list[GuestRecord]] = []
+
+    def disconnect(records: Sequence[GuestRecord]) -> list[str]:
+        asked.append(list(records))
+        return said
+
+    problems = binding.release(UUID, FakeNetlink(), store, disconnect)
+    assert asked == [[own]]
+    assert problems[0] == (
+        f"guest 52:54:00:00:00:02: its record names domain {OTHER_UUID}, not {UUID}: "
+        "nothing of it undone"
+    )
+    assert problems[1:] == said
+    assert (store.load(UUID) is not None) == kept

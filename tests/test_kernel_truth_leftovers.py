@@ -208,3 +208,55 @@ def test_a_pid_file_that_is_a_fifo_neither_blocks_nor_stops_a_prepare(
     assert (done.returncode, done.stderr) == (0, "")
     assert not fifo.exists()
     assert domains.release("vm1", xml).returncode == 0
+
+
+def test_an_own_l2_altname_is_removed_when_the_nic_turns_masquerade(
+    podnets: pn.Podnets, domains: Domains
+) -> None:
+    """The domain bound the pod NIC in ``l2``, lost its state, and now claims the same pod
+    NIC masqueraded under the same placeholder: its altname on that NIC's host veth is its
+    own leftover, removed, and the guest link takes the name."""
+    pod = podnets.routed().pod()
+    assert pod.host_veth is not None
+    before = pn.snapshot(pod.netns)
+    whole = Nic(f'netns="{pod.netns}"')
+    assert domains.prepare("vm1", domain_xml("vm1", UUID_A, whole)).returncode == 0
+    domains.state(UUID_A).unlink()  # lost for good: the altname is the only trace
+    masqueraded = Nic(f'pid="{pod.pid}"', "masquerade", mac=whole.mac,
+                      placeholder=whole.placeholder)  # fmt: skip
+    xml = domain_xml("vm1", UUID_A, masqueraded)
+    done = domains.prepare("vm1", xml)
+    assert (done.returncode, done.stderr) == (0, ""), done.stderr
+    assert altnames(pod.host_veth) == []
+    assert f"{whole.placeholder}@" in pn.ip("-o", "link", "show", whole.placeholder)
+    assert domains.release("vm1", xml).returncode == 0
+    assert pn.snapshot(pod.netns) == before
+    assert not link_exists(whole.placeholder)
+    assert not domains.state(UUID_A).exists()
+
+
+def test_an_own_l2_altname_on_another_pods_veth_still_refuses_a_masqueraded_claim(
+    podnets: pn.Podnets, domains: Domains
+) -> None:
+    """The domain's pod changed along with its mode: the altname sits on the old pod's
+    host veth, not the one the claim resolves to, and is not taken for a leftover."""
+    net = podnets.routed()
+    old, new = net.pod(), net.pod()
+    assert old.host_veth is not None
+    whole = Nic(f'netns="{old.netns}"')
+    assert domains.prepare("vm1", domain_xml("vm1", UUID_A, whole)).returncode == 0
+    domains.state(UUID_A).unlink()
+    before = pn.snapshot(new.netns)
+    masqueraded = Nic(f'pid="{new.pid}"', "masquerade", mac=whole.mac,
+                      placeholder=whole.placeholder)  # fmt: skip
+    done = domains.prepare("vm1", domain_xml("vm1", UUID_A, masqueraded))
+    assert (done.returncode, done.stdout) == (1, "")
+    assert done.stderr == (
+        f"vmnet-hook: domain 'vm1', interface {whole.mac}: placeholder <source dev="
+        f"'{whole.placeholder}'> is already a name of host link {old.host_veth} (ifindex "
+        f"{Path(f'/sys/class/net/{old.host_veth}/ifindex').read_text().strip()}); "
+        "choose a name no link has\n"
+    )
+    assert altnames(old.host_veth) == [whole.placeholder]
+    assert pn.snapshot(new.netns) == before
+    pn.ip("link", "property", "del", "dev", old.host_veth, "altname", whole.placeholder)

@@ -6,13 +6,16 @@ from __future__ import annotations
 
 import os
 import secrets
+import shlex
 import stat
-from collections.abc import Iterator
+import subprocess
+import sys
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import DATA, RunHook
+from tests.conftest import DATA, HOOK, RunHook
 from tests.guest import podnets as pn
 from tests.guest.podnets import podnet_guard, podnets
 
@@ -48,6 +51,21 @@ def fake_tool(directory: Path, name: str, script: str) -> None:
     path = directory / name
     path.write_text("#!/bin/sh\n" + script)
     path.chmod(path.stat().st_mode | stat.S_IXUSR)
+
+
+def run_hook_without(
+    programs: Sequence[str], hook_env: dict[str, str], *args: str, xml: str,
+    env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:  # fmt: skip
+    """hooks/qemu as ``run_hook`` runs it, in a mount namespace of its own where each of
+    ``programs`` (absolute paths) is covered by /dev/null: truly not installed, whatever
+    directories the hook searches."""
+    script = "".join(f"mount --bind /dev/null {shlex.quote(p)} && " for p in programs)
+    return subprocess.run(
+        ["unshare", "--mount", "--propagation", "private", "sh", "-c", f'{script}exec "$@"',
+         "sh", sys.executable, str(HOOK), *args], input=xml, capture_output=True, text=True,
+        env={**hook_env, **(env or {})}, timeout=60, check=False,
+    )  # fmt: skip
 
 
 def in_pod(pod: pn.Pod, *argv: str) -> str:
@@ -129,9 +147,9 @@ def test_a_start_that_fails_half_way_leaves_nothing(
         if script is not None:
             fake_tool(fakes, name, script)
     xml, source = domain(pod)
-    done = run_hook(
-        "vm1", "prepare", "begin", "-", xml=xml, env={"PATH": f"{fakes}:/usr/bin:/bin"}
-    )
+    missing = [f"/usr/sbin/{name}" for name, script in tools.items() if script is None]
+    env = {"PATH": f"{fakes}:/usr/bin:/bin"}  # the hook also searches /usr/sbin: hidden
+    done = run_hook_without(missing, hook_env, "vm1", "prepare", "begin", "-", xml=xml, env=env)
     assert done.returncode == 1 and done.stdout == ""
     (line,) = done.stderr.splitlines()
     assert (

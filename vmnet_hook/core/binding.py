@@ -20,7 +20,7 @@ from vmnet_hook.host.netlink import Netlink, NetlinkSession
 from vmnet_hook.host.procfs import NetnsId
 from vmnet_hook.host.resolve import HostVeth, already_carries, guests_on
 from vmnet_hook.host.state import Binding, DomainState, StateStore
-from vmnet_hook.podnet.record import GuestRecord
+from vmnet_hook.podnet.record import GuestRecord, Note
 
 
 class PodSide(Protocol):
@@ -29,6 +29,7 @@ class PodSide(Protocol):
     def records(self) -> list[GuestRecord]: ...  # read the pods and plan; nothing made
     def connect(self, records: list[GuestRecord], save: Callable[[], None]) -> None: ...
     def disconnect(self, records: Sequence[GuestRecord]) -> list[str]: ...
+    def host_end(self, mac: str) -> int | None: ...  # the host veth of a claim's pod NIC
 
 
 def plan(
@@ -98,12 +99,13 @@ def bind_all(
     netlink: Netlink,
     store: StateStore,
     pod_side: PodSide | None = None,
-) -> None:
-    """Check every claim, record the intent, then bind and build; undo all on failure."""
+) -> list[str]:
+    """Check every claim, record the intent, then bind and build; undo all on failure.
+    What was cleaned on the way (this domain's own leftovers), one line each."""
     if not bindings and pod_side is None:
-        return
+        return []
     with store.lock(), netlink.host() as host:
-        to_bind, records = _checked(domain, bindings, host, store, pod_side)
+        to_bind, records, cleaned = _checked(domain, bindings, host, store, pod_side)
 
         def save() -> None:
             store.save(domain.uuid, DomainState(domain.name, bindings, tuple(records)))
@@ -120,9 +122,10 @@ def bind_all(
             # own leftovers (adopted), so what is there is ours.
             problems = unbind(host, bindings)
             problems += pod_side.disconnect(records) if pod_side else []
-            if not problems:
+            if not failed(problems):
                 store.remove(domain.uuid)
             raise
+    return cleaned
 
 
 def _checked(
@@ -131,9 +134,10 @@ def _checked(
     host: NetlinkSession,
     store: StateStore,
     pod_side: PodSide | None,
-) -> tuple[tuple[Binding, ...], list[GuestRecord]]:
+) -> tuple[tuple[Binding, ...], list[GuestRecord], list[str]]:
     """Under the lock: refuse pod NICs that state or the kernel shows in use, and taken
-    placeholders; read the pods and plan. The altnames still to add, and the records."""
+    placeholders; read the pods and plan. The altnames still to add, the records, and
+    what of this domain's own was cleaned."""
     _refuse_shared_nics(domain, bindings, [], store)
     _refuse_carried_veths(domain.name, bindings, host)
     records = pod_side.records() if pod_side else []
@@ -141,13 +145,14 @@ def _checked(
         _refuse_shared_nics(domain, (), records, store)
     adopted = _adoptable(domain, bindings, host, store)
     to_bind = tuple(b for b in bindings if needs_altname(b) and b not in adopted)
+    cleaned = _drop_own_altnames(domain, records, host, store, pod_side) if records else []
     _refuse_taken_placeholders(
         domain.name,
         [(b.mac, b.placeholder) for b in to_bind]
         + [(r.nic.mac, r.nic.placeholder) for r in records],
         host,
     )
-    return to_bind, records
+    return to_bind, records, cleaned
 
 
 def unbind(host: NetlinkSession, bindings: tuple[Binding, ...] | list[Binding]) -> list[str]:
@@ -175,25 +180,63 @@ def release(
     store: StateStore,
     disconnect: Callable[[Sequence[GuestRecord]], list[str]] | None = None,
 ) -> list[str]:
-    """Undo what the state of ``uuid`` records. The record stays while a piece in a pod
-    could not be undone, so that the next release or prepare tries again."""
+    """Undo what the state of ``uuid`` records, and only what is provably its own. The
+    record stays while a piece in a pod could not be undone, so that the next release or
+    prepare tries again; what is left alone as another's (a ``Note``) does not keep it."""
     state = store.load(uuid)
     if state is None:
         return []
-    problems: list[str] = []
-    if state.bindings:
-        with netlink.host() as host:
-            problems = unbind(host, state.bindings)
-    if state.guests:
+    problems = _unbind_own(uuid, state.bindings, netlink, store) if state.bindings else []
+    own = [r for r in state.guests if r.nic.domain_uuid == uuid]
+    problems += [Note(
+        f"guest {r.nic.mac}: its record names domain {r.nic.domain_uuid}, not {uuid}: "
+        "nothing of it undone") for r in state.guests if r not in own]  # fmt: skip
+    if own:
         if disconnect is None:
             raise VmnetError(
                 f"domain {state.domain!r} has pod-side pieces and no way to undo them"
             )
-        undone = disconnect(state.guests)
-        if undone:
-            return problems + undone
+        undone = disconnect(own)
+        problems += undone
+        if failed(undone):
+            return problems
     store.remove(uuid)
     return problems
+
+
+def failed(problems: Iterable[str]) -> list[str]:
+    """The problems that are failures to undo, not pieces left alone as another's."""
+    return [problem for problem in problems if not isinstance(problem, Note)]
+
+
+def _unbind_own(
+    uuid: str, bindings: tuple[Binding, ...], netlink: Netlink, store: StateStore
+) -> list[str]:
+    shared = _recorded_by_others(uuid, bindings, store)
+    with netlink.host() as host:
+        problems = unbind(host, [b for b in bindings if b not in shared])
+    return problems + [Note(
+        f"altname {b.placeholder} of host veth {b.host_veth} (ifindex {b.ifindex}) is also "
+        f"recorded by domain {who!r}: left in place (two records of one NIC come from a "
+        "fault; `vmnet-hook status` lists both)") for b, who in shared.items()]  # fmt: skip
+
+
+def _recorded_by_others(
+    uuid: str, bindings: tuple[Binding, ...], store: StateStore
+) -> dict[Binding, str]:
+    """Bindings whose altname another readable state records on the same link: only a
+    fault makes two records of one NIC, and release must not take it from the other."""
+    held = {
+        (b.placeholder, b.ifindex): state.domain
+        for other, state in store.scan().states.items()
+        if other != uuid
+        for b in state.bindings
+    }
+    return {
+        b: held[(b.placeholder, b.ifindex)]
+        for b in bindings
+        if (b.placeholder, b.ifindex) in held
+    }  # fmt: skip
 
 
 def _refuse_carried_veths(
@@ -241,6 +284,36 @@ def _adoptable(
         b for b in found
         if not any(b.placeholder == name or b.ifindex == index for name, index in others)
     }  # fmt: skip
+
+
+def _drop_own_altnames(
+    domain: Domain,
+    records: list[GuestRecord],
+    host: NetlinkSession,
+    store: StateStore,
+    pod_side: PodSide | None,
+) -> list[str]:
+    """A masqueraded claim's placeholder left as an altname (an ``l2`` binding whose state
+    was lost) on exactly the host veth of the pod NIC the claim now resolves to, and no
+    readable state recording it, is this domain's own leftover: removed, and said."""
+    scan = store.scan()
+    if scan.unreadable or pod_side is None:
+        return []  # it may record this very name: left, and so refused
+    recorded = {b.placeholder for state in scan.states.values() for b in state.bindings}
+    said = []
+    for record in records:
+        name, host_end = record.nic.placeholder, pod_side.host_end(record.nic.mac)
+        link = host.link_by_name(name)
+        if (
+            link is None or host_end is None or link.index != host_end
+            or name not in link.altnames or name in recorded
+        ):  # fmt: skip
+            continue
+        host.del_altname(link.index, name)
+        said.append(f"{domain.name} {record.nic.mac}: removed {name}, an altname of host "
+                    f"veth {link.name} (ifindex {link.index}) that no state records: "
+                    "this domain's own leftover")  # fmt: skip
+    return said
 
 
 def _refuse_taken_placeholders(

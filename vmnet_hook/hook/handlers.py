@@ -82,7 +82,9 @@ def _prepare(call: HookCall, system: System, tree: etree._ElementTree, domain: D
         pod_side = attach.PodSide(domain.name, domain.uuid, requests, paths, system.pod_netlink,
                                   system.config.vm_cidr, system.config.state_dir,
                                   system.config.proc_root) if requests else None  # fmt: skip
-        binding.bind_all(domain, bindings, system.netlink, system.store, pod_side)
+        cleaned = binding.bind_all(domain, bindings, system.netlink, system.store, pod_side)
+    for line in cleaned:
+        system.log("warning", f"leftover: {line}")
     bound = {b.mac for b in bindings if binding.needs_altname(b)}
     for claim in domain.claims:
         if claim.network == "masquerade":

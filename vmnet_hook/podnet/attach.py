@@ -8,7 +8,7 @@ import contextlib
 import ipaddress
 import os
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import psutil
 
@@ -53,10 +53,12 @@ def opened(requests: Sequence[Request]) -> Iterator[dict[str, str]]:
 def records_for(
     domain: str, uuid: str, requests: Sequence[Request], paths: dict[str, str],
     netlink: PodNetlink, vm_cidr: str, state_dir: str, proc_root: str,
+    host_ends: dict[str, int] | None = None,
 ) -> tuple[GuestRecord, ...]:  # fmt: skip
     """Read each pod, refuse pod NICs another domain holds, clean this domain's own
     leftovers, and plan the masqueraded NICs; an ``l2`` claim's pod is only checked and
-    cleaned. Nothing is made here."""
+    cleaned. Nothing is made here. ``host_ends`` gets each masqueraded claim's pod NIC's
+    host veth (by MAC), where it has one."""
     _refuse_one_nic_twice(domain, requests)
     stop_own_dnsmasqs(uuid, state_dir)
     masqueraded = [r for r in requests if r.claim.network == "masquerade"]
@@ -70,7 +72,9 @@ def records_for(
             if request.claim.network != "masquerade":
                 _check_l2_pod(uuid, request.claim, path, netlink)
                 continue
-            facts[mac] = _read_pod(uuid, request.claim, path, netlink)
+            facts[mac], host_end = _read_pod(uuid, request.claim, path, netlink)
+            if host_end is not None and host_ends is not None:
+                host_ends[mac] = host_end
             forwarding[mac] = wire.read_sysctl(path, f"{request.claim.pod_dev}/forwarding")
             dns[mac] = kernel.read_dns(request.pod.pids, proc_root)
         except VmnetError as error:
@@ -113,12 +117,15 @@ def disconnect_all(records: Sequence[GuestRecord], netlink: PodNetlink) -> list[
     return [problem for record in records for problem in wire.disconnect(record, netlink)]
 
 
-def _read_pod(uuid: str, claim: Claim, path: str, netlink: PodNetlink) -> PodFacts:
+def _read_pod(
+    uuid: str, claim: Claim, path: str, netlink: PodNetlink
+) -> tuple[PodFacts, int | None]:
+    """The pod's facts, and the ifindex of its NIC's host veth (None: it has none)."""
     with netlink.netns(path) as inside:
         _refuse_other_guests(uuid, claim.pod_dev, inside, path)
-        _refuse_carried_host_veth(claim.pod_dev, inside, netlink)
+        host_end = _refuse_carried_host_veth(claim.pod_dev, inside, netlink)
         _clean_own_leftovers(uuid, claim, path, inside)
-        return kernel.read_facts(inside, claim.pod_dev)
+        return kernel.read_facts(inside, claim.pod_dev), host_end
 
 
 def _check_l2_pod(uuid: str, claim: Claim, path: str, netlink: PodNetlink) -> None:
@@ -129,7 +136,24 @@ def _check_l2_pod(uuid: str, claim: Claim, path: str, netlink: PodNetlink) -> No
         if pod_link is None:
             raise PodNotFound(f"the pod's NIC {claim.pod_dev} vanished while it was read")
         _refuse_other_guests(uuid, pod_link.name, inside, path)
+        if not kernel.has_nft():
+            _refuse_untagged_guests(uuid, claim, inside)
         _clean_own_leftovers(uuid, claim, path, inside)
+
+
+def _refuse_untagged_guests(uuid: str, claim: Claim, inside: PodSession) -> None:
+    """Without nft, a guest link whose owner tag is lost is all that shows a masqueraded
+    guest (its nft table would name it): any link named as a pod end of ours (but this
+    domain's own leftover) may hold the pod NIC, so the whole NIC is not taken."""
+    own = f"vg{tag_of(uuid, claim.mac)}"
+    found = [name for name in kernel.untagged_guest_links(inside) if name != own]
+    if found:
+        raise PodNetError(
+            f"pod NIC {claim.pod_dev}: the pod has {', '.join(found)}, named as vmnet-hook "
+            "names a masqueraded guest's link but without its owner tag, and nft is not "
+            "installed to tell whose: stop the domain that uses it, or delete a leftover "
+            "in the pod (`ip link del NAME` there)"
+        )
 
 
 def _refuse_other_guests(uuid: str, pod_dev: str, inside: PodSession, path: str) -> None:
@@ -143,19 +167,21 @@ def _refuse_other_guests(uuid: str, pod_dev: str, inside: PodSession, path: str)
             )
 
 
-def _refuse_carried_host_veth(pod_dev: str, inside: PodSession, netlink: PodNetlink) -> None:
+def _refuse_carried_host_veth(pod_dev: str, inside: PodSession, netlink: PodNetlink) -> int | None:
     """A masqueraded NIC shares nothing with an ``l2`` guest (or a domain without the
-    annotation) that holds the pod NIC's host veth through a macvtap."""
+    annotation) that holds the pod NIC's host veth through a macvtap. That veth's ifindex
+    (None: the pod NIC has no host veth)."""
     pod_link = inside.link_by_name(pod_dev)
     if pod_link is None or pod_link.kind != "veth" or pod_link.peer_index is None:
-        return  # read_facts names a missing NIC; a macvlan pod NIC has no host veth
+        return None  # read_facts names a missing NIC; a macvlan pod NIC has no host veth
     if pod_link.peer_nsid is None or pod_link.peer_nsid != inside.nsid_of(HOST_NETNS):
-        return  # its peer is not on the host: nothing of ours can sit there
+        return None  # its peer is not on the host: nothing of ours can sit there
     with netlink.host() as host:
         guests = guests_on(host.links(), pod_link.peer_index)
         veth = host.link_by_index(pod_link.peer_index)
     if guests:
         raise already_carries(veth.name if veth else f"ifindex {pod_link.peer_index}", guests)
+    return pod_link.peer_index
 
 
 def _clean_own_leftovers(uuid: str, claim: Claim, path: str, inside: PodSession) -> None:
@@ -259,12 +285,17 @@ class PodSide:
     vm_cidr: str
     state_dir: str
     proc_root: str
+    host_ends: dict[str, int] = field(default_factory=dict)  # found by ``records``
 
     def records(self) -> list[GuestRecord]:
         return list(
             records_for(self.domain, self.uuid, self.requests, self.paths, self.netlink,
-                        self.vm_cidr, self.state_dir, self.proc_root)
+                        self.vm_cidr, self.state_dir, self.proc_root, self.host_ends)
         )  # fmt: skip
+
+    def host_end(self, mac: str) -> int | None:
+        """The ifindex of the host veth of the pod NIC a masqueraded claim resolved to."""
+        return self.host_ends.get(mac)
 
     def connect(self, records: list[GuestRecord], save: Callable[[], None]) -> None:
         connect_all(self.domain, records, self.paths, self.netlink, save)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import os
+import re
 import shutil
 import subprocess
 
@@ -14,6 +16,17 @@ from vmnet_hook.podnet.plan import Dns, PodFacts, parse_owner
 
 NFT = "nft"
 TOOL_SECONDS = 5
+# Searched after PATH: libvirtd may give its hooks a PATH without the sbin directories.
+SYSTEM_DIRS = ("/usr/sbin", "/sbin", "/usr/bin", "/bin")
+GUEST_LINK = re.compile(r"vg[0-9a-f]{12}")  # a pod end's name (``vg`` + ``plan.tag_of``)
+
+
+class MissingTool(PodNetError):
+    """A program the pod side needs is not installed."""
+
+    def __init__(self, tool: str) -> None:
+        self.tool = tool
+        super().__init__(f"{tool} is not installed")
 
 
 def read_facts(inside: PodSession, pod_dev: str) -> PodFacts:
@@ -77,8 +90,26 @@ def holders(inside: PodSession, netns_path: str) -> list[dict[str, str]]:
     return [owner for owner in found if owner is not None]
 
 
+def untagged_guest_links(inside: PodSession) -> list[str]:
+    """Veths named as vmnet-hook names a guest link's pod end but without its owner tag
+    (lost, or killed before it was set): whose they are, only an nft table could tell."""
+    return sorted(
+        link.name
+        for link in inside.links()
+        if link.kind == "veth" and GUEST_LINK.fullmatch(link.name) and not parse_owner(
+            link.alias or "")
+    )  # fmt: skip
+
+
+def tool_path(name: str) -> str | None:
+    """Where the program ``name`` is: the absolute directories of PATH, then the system's
+    (the one place tools are looked up: a short PATH must not hide them)."""
+    dirs = [d for d in os.environ.get("PATH", "").split(os.pathsep) if os.path.isabs(d)]
+    return shutil.which(name, path=os.pathsep.join([*dirs, *SYSTEM_DIRS]))
+
+
 def has_nft() -> bool:
-    return shutil.which(NFT) is not None
+    return tool_path(NFT) is not None
 
 
 def nft_comments(netns_path: str) -> dict[str, str]:
@@ -99,12 +130,16 @@ def nft_comments(netns_path: str) -> dict[str, str]:
 
 def run_tool(netns_path: str, argv: list[str], stdin: str = "") -> str:
     """Run ``argv`` in the namespace (a thread enters it, the child inherits it); its
-    output, or PodNetError with its first line of complaint."""
+    output, or PodNetError with its first line of complaint (MissingTool when the program
+    is not installed: ``tool_path``)."""
+    program = tool_path(argv[0])
+    if program is None:
+        raise MissingTool(argv[0])
 
     def run() -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            argv, input=stdin, capture_output=True, text=True, timeout=TOOL_SECONDS,
-            close_fds=True, check=False,
+            argv, executable=program, input=stdin, capture_output=True, text=True,
+            timeout=TOOL_SECONDS, close_fds=True, check=False,
         )  # fmt: skip
 
     try:

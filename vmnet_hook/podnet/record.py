@@ -3,11 +3,18 @@ there before. Written before each change; release undoes from it, never by recom
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from vmnet_hook.core.annotation import PortRange
+from vmnet_hook.podnet.dhcp import files
 from vmnet_hook.podnet.plan import Dns, GuestNic
+
+
+class Note(str):
+    """A line about a piece that release left alone because it is not provably this
+    record's (not one it failed to undo): said, and the record may go all the same."""
 
 
 @dataclass(frozen=True)
@@ -24,6 +31,13 @@ class GuestRecord:
 
     def started(self, pid: int, create_time: float) -> GuestRecord:
         return replace(self, dnsmasq_pid=pid, dnsmasq_started=create_time)
+
+    def own_files(self) -> tuple[str, ...]:
+        """The pid and lease files, if they are the ones this record's NIC is given (in
+        the state directory, named by its domain and guest link): none else is touched."""
+        directory = os.path.dirname(self.pid_file)
+        given = files(directory, self.nic)
+        return given if (self.pid_file, self.lease_file) == given else ()
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

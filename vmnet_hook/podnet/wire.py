@@ -14,11 +14,11 @@ import psutil
 
 from vmnet_hook import files
 from vmnet_hook.errors import PodNetError, VmnetError
-from vmnet_hook.host.netlink import PodNetlink
-from vmnet_hook.host.netns import run_in_netns
+from vmnet_hook.host.netlink import Link, PodNetlink, PodSession
+from vmnet_hook.host.netns import HOST_NETNS, run_in_netns
 from vmnet_hook.podnet import dhcp, kernel, nft
 from vmnet_hook.podnet.plan import GuestNic, parse_owner
-from vmnet_hook.podnet.record import GuestRecord
+from vmnet_hook.podnet.record import GuestRecord, Note
 
 CONF = "/proc/sys/net/ipv4/conf"
 MISSING_TOOL = "{tool} is not installed: apt-get install {package} (network='masquerade' needs it)"
@@ -42,18 +42,20 @@ def connect(
 
 
 def disconnect(record: GuestRecord, netlink: PodNetlink) -> list[str]:
-    """Undo ``record``: what is already gone is fine; what cannot be undone is returned."""
+    """Undo ``record``: what is already gone is fine; what cannot be undone is returned,
+    and (as ``Note``) what is left alone because it is not provably this record's."""
     problems: list[str] = []
     fd = open_pod_netns(record)
     try:
         if fd is not None:
             problems += _clear_pod(record, f"/proc/self/fd/{fd}", netlink)
-        problems += _clear_host_end(record, netlink)
+        if not problems:
+            problems += _host_end_left(record, netlink, pod_found=fd is not None)
         stop_dnsmasq(record)
     finally:
         if fd is not None:
             os.close(fd)
-    for path in (record.pid_file, record.lease_file):
+    for path in record.own_files():
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
     return problems
@@ -119,7 +121,7 @@ def write_sysctls(pod_path: str, values: dict[str, str]) -> None:
 def _tool(pod_path: str, argv: list[str], stdin: str, package: str) -> str:
     try:
         return kernel.run_tool(pod_path, argv, stdin)
-    except FileNotFoundError:
+    except kernel.MissingTool:
         raise PodNetError(MISSING_TOOL.format(tool=argv[0], package=package)) from None
 
 
@@ -128,20 +130,22 @@ def start_dnsmasq(record: GuestRecord, pod_path: str) -> tuple[int, float]:
     state_dir = os.path.dirname(record.pid_file)
     with contextlib.suppress(FileNotFoundError):
         os.unlink(record.pid_file)
+    program = kernel.tool_path(dhcp.DNSMASQ)
+    if program is None:
+        raise PodNetError(MISSING_TOOL.format(tool=dhcp.DNSMASQ, package="dnsmasq-base"))
     with tempfile.TemporaryFile(dir=state_dir) as complaints:
 
         def start() -> int:
             return subprocess.run(
-                dhcp.argv(nic, state_dir), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                stderr=complaints, timeout=kernel.TOOL_SECONDS, close_fds=True, check=False,
+                dhcp.argv(nic, state_dir), executable=program, stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL, stderr=complaints, timeout=kernel.TOOL_SECONDS,
+                close_fds=True, check=False,
             ).returncode  # fmt: skip
 
         try:
             status = run_in_netns(pod_path, start)
-        except FileNotFoundError:
-            raise PodNetError(
-                MISSING_TOOL.format(tool="dnsmasq", package="dnsmasq-base")
-            ) from None
+        except OSError as error:
+            raise PodNetError(f"cannot run {program}: {error.strerror}") from None
         complaints.seek(0)
         said = complaints.read(4096).decode("utf-8", "replace").strip().splitlines()
     pid = _pid_in(record.pid_file)
@@ -178,7 +182,7 @@ def recorded_dnsmasq(record: GuestRecord) -> psutil.Process | None:
             if process.create_time() == record.dnsmasq_started and _alive(process):
                 return process
             return None
-        pid = _pid_in(record.pid_file)
+        pid = _pid_in(record.pid_file) if record.own_files() else None
         if pid is not None:
             process = psutil.Process(pid)
             if f"--pid-file={record.pid_file}" in process.cmdline() and _alive(process):
@@ -209,12 +213,8 @@ def _clear_pod(record: GuestRecord, pod_path: str, netlink: PodNetlink) -> list[
     try:
         with netlink.netns(pod_path) as inside:
             pod_end = inside.link_by_name(nic.pod_end)
-            if (
-                pod_end is not None
-                and pod_end.kind == "veth"
-                and pod_end.alias in (None, nic.owner)
-            ):
-                inside.del_link(pod_end.index)
+            if pod_end is not None and _our_pod_end(record, pod_end, inside, netlink):
+                inside.del_link(pod_end.index)  # and its host end, the other end of the pair
             if inside.link_by_name(nic.pod_dev) is not None:
                 write_sysctls(pod_path, {f"{nic.pod_dev}/forwarding": record.forwarding_before})
     except VmnetError as error:
@@ -222,18 +222,43 @@ def _clear_pod(record: GuestRecord, pod_path: str, netlink: PodNetlink) -> list[
     return problems
 
 
-def _clear_host_end(record: GuestRecord, netlink: PodNetlink) -> list[str]:
-    """The host end goes with its pod end; a host end whose peer is gone is ours alone
-    (no link had the placeholder's name when prepare made it)."""
+def _our_pod_end(
+    record: GuestRecord, pod_end: Link, inside: PodSession, netlink: PodNetlink
+) -> bool:
+    """The recorded pod end is this record's if it carries its owner tag; untagged (killed
+    before it was tagged), only if it is paired with the host link of the placeholder."""
+    nic = record.nic
+    if pod_end.kind != "veth" or pod_end.alias not in (None, nic.owner):
+        return False
+    if pod_end.alias == nic.owner:
+        return True
+    if pod_end.peer_nsid is None or pod_end.peer_nsid != inside.nsid_of(HOST_NETNS):
+        return False
+    with netlink.host() as host:
+        host_end = host.link_by_index(pod_end.peer_index or 0)
+    return host_end is not None and host_end.name == nic.placeholder
+
+
+def _host_end_left(record: GuestRecord, netlink: PodNetlink, pod_found: bool) -> list[str]:
+    """The host end goes with its pod end, or with the pod's namespace. A host link that
+    still bears the placeholder is not the guest link this record made (the name was
+    free to be taken since): it is left alone, and said."""
+    placeholder = record.nic.placeholder
     try:
         with netlink.host() as host:
-            host_end = host.link_by_name(record.nic.placeholder)
-            if (
-                host_end is not None
-                and host_end.kind == "veth"
-                and host_end.name == record.nic.placeholder
-            ):
-                host.del_link(host_end.index)
+            link = host.link_by_name(placeholder)
     except VmnetError as error:
-        return [f"guest link {record.nic.placeholder}: {error}"]
-    return []
+        return [f"guest link {placeholder}: {error}"]
+    if link is None:
+        return []
+    why = (
+        f"its peer is not the guest link {record.nic.pod_end} of this record's pod"
+        if pod_found
+        else "this record's pod namespace is gone, and the guest link with it"
+    )
+    named = "is named" if link.name == placeholder else "has the altname"
+    return [Note(
+        f"host link {link.name} (ifindex {link.index}) {named} {placeholder} but is not "
+        f"the host end of the guest link this record made ({why}): left in place, as "
+        "another's (`vmnet-hook status` shows which domain holds it)"
+    )]  # fmt: skip
