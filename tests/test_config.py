@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -47,3 +48,30 @@ def test_bad_values_name_the_key(
     with pytest.raises(ConfigError) as caught:
         load(write(tmp_path, text), environ=environ)
     assert message in str(caught.value)
+
+
+def test_a_link_to_a_fifo_is_judged_before_it_is_opened(tmp_path: Path) -> None:
+    """Opening a FIFO for reading releases a writer blocked in its open: a file that acts
+    on open must never be opened. The writer still waits after the refusal."""
+    import threading
+
+    from vmnet_hook import files
+
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    (tmp_path / "link").symlink_to(fifo)
+    opened = threading.Event()
+
+    def writer() -> None:
+        with open(fifo, "wb"):  # blocks until a reader opens the FIFO
+            opened.set()
+
+    thread = threading.Thread(target=writer, daemon=True)
+    thread.start()
+    try:
+        with pytest.raises(files.NotReadable, match="not a regular file but a FIFO"):
+            files.read_regular(str(tmp_path / "link"), 100, follow=True)
+        assert not opened.wait(0.5)
+    finally:  # let the writer go, should it still wait; never block here
+        os.close(os.open(fifo, os.O_RDONLY | os.O_NONBLOCK))
+        thread.join(5)
