@@ -46,8 +46,10 @@ def main(
     stdin: BinaryIO | None = None,
     stdout: TextIO | None = None,
     stderr: TextIO | None = None,
+    stdin_closed: bool = False,
 ) -> int:
-    """The hook. Without ``argv`` this process is hooks/qemu's, and ends with the call."""
+    """The hook. Without ``argv`` this process is hooks/qemu's, and ends with the call.
+    ``stdin_closed``: the caller's stdin was closed (the CLI reads /dev/null in its place)."""
     args = sys.argv[1:] if argv is None else argv
     if argv is None:
         plug_closed_descriptors()
@@ -57,7 +59,8 @@ def main(
     status = 1 if operation is not None and operation.may_fail else 0
     domain = args[0] if args else ""
     with deadline(DEFAULT_DEADLINE_SECONDS, domain, status, step == RELEASE) as clock:
-        xml, problem, annotated = _read_all(stdin, sys.stdin)  # first: a writer waits for it
+        process_stdin = None if stdin_closed else sys.stdin
+        xml, problem, annotated = _read_all(None if stdin_closed else stdin, process_stdin)
         if not 3 <= len(args) <= 4:
             say(err, USAGE)
             return 2
