@@ -282,4 +282,38 @@ def _decode(raw: object) -> DomainState:
             f"written by another version of vmnet-hook: state version {version!r}, "
             f"this one reads {VERSION}"
         )
-    return schema.decode(DomainState, body, lax=version is None)
+    state = schema.decode(DomainState, body, lax=version is None)
+    for where, problem in _nonsense(state):
+        raise schema.SchemaError(f"{where} is {problem}")
+    return state
+
+
+def _nonsense(state: DomainState) -> Iterator[tuple[str, str]]:
+    """What the file says that no hook could have written: (where, what it is not)."""
+    for i, bound in enumerate(state.bindings):
+        links = [("placeholder", bound.placeholder), ("host_veth", bound.host_veth)]
+        links += [("pod_dev", bound.pod_dev)] if bound.pod_dev else []
+        yield from _checked(f"bindings[{i}]", bound.mac, bound.ifindex, links)
+    for i, guest in enumerate(state.guests):
+        where, nic = f"guests[{i}]", guest.nic
+        links = [("placeholder", nic.placeholder), ("pod_end", nic.pod_end)]
+        yield from _checked(f"{where}.nic", nic.mac, 1, [*links, ("pod_dev", nic.pod_dev)])
+        paths = [("pid_file", guest.pid_file), ("lease_file", guest.lease_file)]
+        paths += [(f"netns_paths[{j}]", path) for j, path in enumerate(guest.netns_paths)]
+        for name, path in paths:
+            if not (path.startswith("/") and path.isprintable()):
+                yield f"{where}.{name}", "not an absolute path"
+        if guest.dnsmasq_pid is not None and not 0 < guest.dnsmasq_pid < 1 << 22:
+            yield f"{where}.dnsmasq_pid", "not a process id"
+
+
+def _checked(
+    where: str, mac: str, ifindex: int, links: list[tuple[str, str]]
+) -> Iterator[tuple[str, str]]:
+    for name, link in links:
+        if not schema.is_link_name(link):
+            yield f"{where}.{name}", "not a link name"
+    if not schema.is_mac(mac):
+        yield f"{where}.mac", "not a MAC address"
+    if not 0 < ifindex < 1 << 31:
+        yield f"{where}.ifindex", "not an interface index"
