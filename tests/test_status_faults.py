@@ -103,3 +103,26 @@ def test_a_row_whose_live_state_cannot_be_read_is_broken_alone(tmp_path: Path) -
     assert [row.problem for row in found.rows] == [
         "", "cannot be checked: cannot read link vnbbbb: Invalid argument"]  # fmt: skip
     assert found.failed
+
+
+@pytest.mark.parametrize("body", [f"exec yes {RUNNING}", f"exec yes {RUNNING} >&2"])
+def test_a_virsh_that_never_stops_printing_is_cut_short(
+    fake_virsh: FakeVirsh, tmp_path: Path, body: str
+) -> None:
+    """Read up to 4 MiB, then killed: libvirt cannot be asked, and nothing is stale."""
+    import time
+
+    from vmnet_hook.cli.libvirt import MAX_OUTPUT_BYTES, LibvirtUnknown, virsh_running
+
+    fake_virsh(body)
+    started = time.monotonic()
+    with pytest.raises(LibvirtUnknown) as caught:
+        virsh_running("qemu:///system")
+    assert time.monotonic() - started < 5
+    assert str(caught.value) == (
+        f"virsh -c qemu:///system printed more than {MAX_OUTPUT_BYTES} bytes")  # fmt: skip
+    store = StateStore(str(tmp_path / "state"))
+    store.save(RUNNING, DomainState("vm1", (Binding("52:54:00:00:00:01", "vnaaaa", "vethA", 10),)))
+    found = status.report(store, fake(FakeNetlink(veth(10, "vethA", "vnaaaa"))),
+                          lambda: virsh_running("qemu:///system"), None)  # fmt: skip
+    assert found.libvirt_unknown and not any(row.stale for row in found.rows)
