@@ -75,3 +75,24 @@ def test_a_link_to_a_fifo_is_judged_before_it_is_opened(tmp_path: Path) -> None:
     finally:  # let the writer go, should it still wait; never block here
         os.close(os.open(fifo, os.O_RDONLY | os.O_NONBLOCK))
         thread.join(5)
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [("/run/vm\u0085net", "holds a control character"),
+     ("/run/vm\u2028net", "holds a control character"),
+     ("/", "is a directory of the system, not one of its own"),
+     ("/run/", "is a directory of the system, not one of its own"),
+     ("/var/lib/../tmp", "is a directory of the system, not one of its own")],
+)  # fmt: skip
+def test_a_state_dir_that_is_not_a_dedicated_printable_path_is_refused(
+    value: str, message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load("", environ={"VMNET_HOOK_STATE_DIR": value})
+
+
+def test_no_config_path_means_the_environment_and_defaults() -> None:
+    """What release end falls back on when the config file is broken (hook.place)."""
+    assert load("", environ={}) == Config()
+    assert load("", environ={"VMNET_HOOK_STATE_DIR": "/run/x"}).state_dir == "/run/x"

@@ -88,11 +88,12 @@ def test_a_config_on_a_fifo_is_refused_at_once(make_pod: MakePod, config_env: di
 
 
 def test_a_stdin_that_never_closes_ends_at_the_deadline(hook_env: dict[str, str]) -> None:
-    """The writer keeps the pipe open: the default deadline (config is not read yet) ends
-    the hook with a line saying so, and nothing is bound."""
+    """The writer keeps the pipe open: the default deadline (config is not read yet; its
+    deadline_seconds of 2 does not count) ends the hook with a line saying so, and
+    nothing is bound."""
     proc = subprocess.Popen([sys.executable, str(HOOK), "vm1", "prepare", "begin", "-"],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            env=hook_env)  # fmt: skip
+                            env={**hook_env, "VMNET_HOOK_DEADLINE_SECONDS": "2"})  # fmt: skip
     assert proc.stdin is not None
     try:
         proc.stdin.write(b"<domain><name>vm1</name>")
@@ -108,8 +109,9 @@ def test_a_stdin_that_never_closes_ends_at_the_deadline(hook_env: dict[str, str]
     assert 9 < waited < 13
     assert (proc.returncode, stdout) == (1, b"")
     assert stderr.decode() == (
-        "vmnet-hook: domain 'vm1': gave up after 10s (deadline_seconds) while reading the "
-        "domain XML on stdin (its writer never closed it); nothing is bound\n"
+        "vmnet-hook: domain 'vm1': gave up after 10s (the default deadline: the config, and "
+        "its deadline_seconds, is read after the domain XML) while reading the domain XML on "
+        "stdin (its writer never closed it); nothing is bound\n"
     )
 
 

@@ -22,6 +22,37 @@ SECTION = "vmnet-hook"
 LOG_LEVELS = ("debug", "info", "warning", "error")
 MAX_CONFIG_BYTES = 64 * 1024
 PATH_KEYS = ("proc_root", "pod_log_dir", "netns_dir", "state_dir")
+# Directories that hold others' files: a state_dir there would scan and remove in them.
+SHARED_DIRS = frozenset(
+    [
+        "/",
+        "/bin",
+        "/boot",
+        "/dev",
+        "/etc",
+        "/home",
+        "/lib",
+        "/lib64",
+        "/media",
+        "/mnt",
+        "/opt",
+        "/proc",
+        "/root",
+        "/run",
+        "/run/lock",
+        "/run/user",
+        "/sbin",
+        "/srv",
+        "/sys",
+        "/tmp",
+        "/usr",
+        "/usr/local",
+        "/var",
+        "/var/lib",
+        "/var/run",
+        "/var/tmp",
+    ]
+)
 
 
 @dataclass(frozen=True)
@@ -59,8 +90,14 @@ def _path(key: str, raw: str) -> str:
     value = raw.strip()
     if not value.startswith("/"):
         raise ConfigError(f"config key {key}: {raw!r} is not an absolute path; start it with /")
-    if any(ord(char) < 0x20 or ord(char) == 0x7F for char in value):
+    if not value.isprintable():  # C0, DEL, C1 (U+0085...), line and paragraph separators
         raise ConfigError(f"config key {key}: {raw!r} holds a control character; remove it")
+    path = os.path.normpath(value)
+    if key == "state_dir" and path in SHARED_DIRS:
+        raise ConfigError(
+            f"config key {key}: {raw!r} is a directory of the system, not one of its own; "
+            "name a directory for vmnet-hook alone, like /run/vmnet-hook"
+        )
     return value.rstrip("/") or "/"
 
 
@@ -120,7 +157,10 @@ def _read_file(path: str) -> dict[str, str]:
 def read_trusted(path: str) -> str | None:
     """The text of the config file, None when it is missing. Never blocks (a FIFO is
     refused, not read), never reads without bound, and judges every directory and
-    symbolic link on the way to the file, and the file its links finally name."""
+    symbolic link on the way to the file, and the file its links finally name. "" names
+    no file: the defaults."""
+    if not path:
+        return None
     walked = walk(path)
     if walked.bad:
         raise ConfigError(on_the_way("config file", path, walked))

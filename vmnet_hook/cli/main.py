@@ -240,6 +240,8 @@ def status(domain: str | None, as_json: bool, prune: bool, libvirt_uri: str) -> 
     """Show what each running domain holds, checked live; exit 1 if a piece is missing,
     a state file cannot be read, or a domain libvirt does not run still holds pod NICs
     (`stale`: libvirt is asked with virsh; if it cannot be, nothing is marked stale).
+    With a broken config it reads the default state dir (or VMNET_HOOK_STATE_DIR's), as
+    release does, says why, and exits 1.
 
     For network='l2': the placeholder bound to the pod's host veth. For masquerade: the
     guest's link, its /30 and address, the DHCP server (alive or not), the nft table.
@@ -259,13 +261,14 @@ def status(domain: str | None, as_json: bool, prune: bool, libvirt_uri: str) -> 
     from vmnet_hook.host.netlink import Pyroute2Netlink
     from vmnet_hook.host.state import StateStore
 
-    store, netlink = StateStore(_settings().state_dir), Pyroute2Netlink()
+    if prune and as_json:
+        raise click.UsageError("--prune prints lines, not JSON")
+    state_dir, config_broken = _status_state_dir()
+    store, netlink = StateStore(state_dir), Pyroute2Netlink()
     running = partial(virsh_running, libvirt_uri)
     if prune:
-        if as_json:
-            raise click.UsageError("--prune prints lines, not JSON")
         _prune(store, netlink, running, domain)
-        return
+        click.get_current_context().exit(1 if config_broken else 0)
     found = shown.report(store, (netlink, netlink), running, domain)
     if as_json:
         echo(json.dumps(shown.to_json(found), indent=1))
@@ -275,8 +278,22 @@ def status(domain: str | None, as_json: bool, prune: bool, libvirt_uri: str) -> 
         say(line)
     for note in shown.notes(found):
         say(f"vmnet-hook: {note}", err=True)
-    if found.failed:
+    if found.failed or config_broken:
         click.get_current_context().exit(1)
+
+
+def _status_state_dir() -> tuple[str, bool]:
+    """The configured state dir; with a broken config (True), as release end does: the
+    one VMNET_HOOK_STATE_DIR names, else the default, saying why on stderr. What is bound
+    must be listed and pruned while the config is being fixed."""
+    try:
+        return _settings().state_dir, False
+    except VmnetError as error:
+        from vmnet_hook.hook.place import defaults
+
+        state_dir = defaults(os.environ).state_dir
+        say(f"vmnet-hook: {error}; status reads the state directory {state_dir}", err=True)
+        return state_dir, True
 
 
 def _prune(

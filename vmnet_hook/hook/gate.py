@@ -211,6 +211,7 @@ class deadline:  # a class, not @contextmanager: contextlib is not worth it on t
         self.doing = "while reading the domain XML on stdin (its writer never closed it)"
         self.state_file = ""  # once known: what may be left bound
         self.state_dir = ""  # once known: where the host-wide lock is
+        self.configured = False  # whether the config's deadline_seconds counts yet
         self.previous: Handler = None
 
     def __enter__(self) -> deadline:
@@ -221,7 +222,7 @@ class deadline:  # a class, not @contextmanager: contextlib is not worth it on t
     def restart(self, seconds: int) -> None:
         """The configured deadline, counted from the start of the call, not from now."""
         left = seconds - (self.seconds - _signal.getitimer(_signal.ITIMER_REAL)[0])
-        self.seconds = seconds
+        self.seconds, self.configured = seconds, True
         if left <= 0:
             self._expire(_signal.SIGALRM, None)
         _signal.setitimer(_signal.ITIMER_REAL, left)
@@ -231,7 +232,7 @@ class deadline:  # a class, not @contextmanager: contextlib is not worth it on t
         _signal.signal(_signal.SIGALRM, self.previous)
 
     def _expire(self, _signum: int, frame: FrameType | None) -> None:
-        line = f"domain {self.domain!r}: gave up after {self.seconds:g}s (deadline_seconds)"
+        line = f"domain {self.domain!r}: gave up after {self.seconds:g}s ({self.which()})"
         # What follows reads small local files; a second, short alarm ends the process
         # with the line so far should one of them hang.
         _signal.signal(_signal.SIGALRM, lambda _s, _f: self._exit(line))
@@ -242,6 +243,15 @@ class deadline:  # a class, not @contextmanager: contextlib is not worth it on t
             line = expiry.line(self, frame)
         finally:
             self._exit(line)
+
+    def which(self) -> str:
+        """Which deadline ran out, for the line."""
+        if self.configured:
+            return "deadline_seconds"
+        return (
+            "the default deadline: the config, and its deadline_seconds, is read after the "
+            "domain XML"
+        )
 
     def _exit(self, line: str) -> None:
         from vmnet_hook.text import printable

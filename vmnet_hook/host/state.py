@@ -12,6 +12,7 @@ import errno
 import fcntl
 import json
 import os
+import stat
 import tempfile
 import time
 from collections.abc import Iterator
@@ -156,12 +157,8 @@ class StateStore:
         say who holds it (hook.expiry, with the kernel's /proc/locks)."""
         import sys
 
-        try:  # a read-only or full directory is named (rule 7)
-            os.makedirs(self.state_dir, mode=0o700, exist_ok=True)
-            fd = os.open(os.path.join(self.state_dir, ".lock"),
-                         os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)  # fmt: skip
-        except OSError as error:
-            raise directory_error(self.state_dir, error) from None
+        self._make_dir()  # a read-only or full directory is named (rule 7)
+        fd = self._open_lock(os.path.join(self.state_dir, ".lock"))
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)  # bounded by the hook's deadline
             call = " ".join([os.path.basename(sys.argv[0]), *sys.argv[1:4]] if sys.argv else [])
@@ -174,6 +171,29 @@ class StateStore:
             with contextlib.suppress(OSError):
                 os.ftruncate(fd, 0)
             os.close(fd)
+
+    def _open_lock(self, lock: str) -> int:
+        """The lock file, made if missing; what stands in its place is named, not blamed
+        on the directory. Never opens anything but a regular file (a device may act on
+        open, a FIFO or socket is no lock)."""
+        try:
+            mode = os.lstat(lock).st_mode
+        except FileNotFoundError:
+            mode = stat.S_IFREG
+        except OSError as error:
+            raise directory_error(self.state_dir, error) from None
+        try:
+            if not stat.S_ISREG(mode):
+                raise OSError(errno.EEXIST, files.kind(mode))
+            return os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        except OSError as error:
+            if error.errno not in (errno.EEXIST, errno.ELOOP, errno.EISDIR, errno.ENXIO):
+                raise directory_error(self.state_dir, error) from None
+            kind = error.strerror if error.errno == errno.EEXIST else "not a regular file"
+            raise StateError(
+                f"lock file {lock} is {kind}, not the regular file vmnet-hook makes: remove "
+                "it (no hook holds the lock while it is there)"
+            ) from None
 
     def _load(self, path: str, uuid: str) -> tuple[DomainState, Stamp] | None:
         try:
