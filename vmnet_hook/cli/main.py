@@ -263,7 +263,9 @@ def status(domain: str | None, as_json: bool, prune: bool, libvirt_uri: str) -> 
 
     if prune and as_json:
         raise click.UsageError("--prune prints lines, not JSON")
-    state_dir, config_broken = _status_state_dir()
+    state_dir, config_error = shown.state_dir(config.config_path())
+    if config_broken := bool(config_error):
+        say(f"vmnet-hook: {config_error}; status reads the state directory {state_dir}", err=True)
     store, netlink = StateStore(state_dir), Pyroute2Netlink()
     running = partial(virsh_running, libvirt_uri)
     if prune:
@@ -280,20 +282,6 @@ def status(domain: str | None, as_json: bool, prune: bool, libvirt_uri: str) -> 
         say(f"vmnet-hook: {note}", err=True)
     if found.failed or config_broken:
         click.get_current_context().exit(1)
-
-
-def _status_state_dir() -> tuple[str, bool]:
-    """The configured state dir; with a broken config (True), as release end does: the
-    one VMNET_HOOK_STATE_DIR names, else the default, saying why on stderr. What is bound
-    must be listed and pruned while the config is being fixed."""
-    try:
-        return _settings().state_dir, False
-    except VmnetError as error:
-        from vmnet_hook.hook.place import defaults
-
-        state_dir = defaults(os.environ).state_dir
-        say(f"vmnet-hook: {error}; status reads the state directory {state_dir}", err=True)
-        return state_dir, True
 
 
 def _prune(

@@ -81,6 +81,21 @@ class Report:
         return bool(self.unreadable) or any(row.problem or row.stale for row in self.rows)
 
 
+def state_dir(config_path: str) -> tuple[str, str]:
+    """(the configured state dir, ""); with a broken config, as release end does, (the one
+    VMNET_HOOK_STATE_DIR names, else the default; the config's error): what is bound is
+    listed and pruned while the config is being fixed."""
+    import os
+
+    from vmnet_hook import config
+    from vmnet_hook.hook.place import defaults
+
+    try:
+        return config.load(config_path).state_dir, ""
+    except VmnetError as error:
+        return defaults(os.environ).state_dir, str(error)
+
+
 def report(
     store: StateStore,
     netlinks: tuple[Netlink, PodNetlink],
