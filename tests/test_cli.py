@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -81,10 +82,14 @@ def test_bad_input_is_one_clear_line(
 def test_every_command_reports_the_projects_errors_as_one_line(
     runner: CliRunner, args: list[str]
 ) -> None:
-    """One wrapper, on the group, for every command: no traceback, exit status 1."""
+    """One wrapper, on the group, for every command: no traceback, exit status 1. status
+    goes on with the state dir release would read (tests/test_hook_faults_lines.py)."""
     done = runner.invoke(cli, args, env={"VMNET_HOOK_LOG_LEVEL": "loud"})
-    assert (done.exit_code, done.output) == (
-        1, "vmnet-hook: config key log_level: 'loud' is not one of debug, info, warning, error\n")  # fmt: skip
+    line = "vmnet-hook: config key log_level: 'loud' is not one of debug, info, warning, error"
+    if args == ["status"]:
+        state_dir = os.environ["VMNET_HOOK_STATE_DIR"]
+        line += f"; status reads the state directory {state_dir}\nno bindings"
+    assert (done.exit_code, done.output) == (1, line + "\n")
 
 
 @pytest.mark.kernel
@@ -167,3 +172,78 @@ def test_a_closed_stdout_or_stdin_is_one_line_not_a_traceback(
                           env=hook_env, cwd=REPO, timeout=60, check=False)  # fmt: skip
     assert (done.returncode, done.stderr.count("\n")) == (status, 1), done.stderr
     assert done.stderr.startswith(line)
+
+
+def cli_process(
+    args: str, env: dict[str, str], **options: object
+) -> subprocess.CompletedProcess[str]:
+    """The installed command as a shell runs it: ``args`` may hold redirections."""
+    command = f"exec {sys.executable} -m vmnet_hook.cli.main {args}"
+    done: subprocess.CompletedProcess[str] = subprocess.run(
+        ["sh", "-c", command], text=True, env=env, cwd=REPO, timeout=60, check=False, **options
+    )  # type: ignore[call-overload]
+    return done
+
+
+@pytest.mark.parametrize("command", ["status", "status --json", "--help"])
+def test_a_full_stdout_is_one_line_naming_stdout(hook_env: dict[str, str], command: str) -> None:
+    done = cli_process(f"{command} > /dev/full", hook_env, stderr=subprocess.PIPE)
+    assert (done.returncode, done.stderr) == (
+        1, "vmnet-hook: cannot write to stdout (No space left on device)\n")  # fmt: skip
+
+
+@pytest.mark.parametrize("command", ["status", "status --json", "--help"])
+def test_a_broken_pipe_on_stdout_is_one_line(hook_env: dict[str, str], command: str) -> None:
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # nobody reads: every write fails with EPIPE
+    try:
+        done = cli_process(command, hook_env, stdout=write_end, stderr=subprocess.PIPE)
+    finally:
+        os.close(write_end)
+    assert (done.returncode, done.stderr) == (
+        1,
+        "vmnet-hook: cannot write to stdout (Broken pipe)\n",
+    )
+
+
+def test_the_hook_command_with_a_closed_stdin_says_so(hook_env: dict[str, str]) -> None:
+    done = cli_process("hook vm1 prepare begin - <&-", hook_env, capture_output=True)
+    assert (done.returncode, done.stdout) == (1, "")
+    assert (
+        done.stderr
+        == "vmnet-hook: domain 'vm1': stdin is closed; the domain XML is read from it\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "line"),
+    [
+        ("PROC_ROOT", "/nonexistent", "vmnet-hook: config key proc_root: cannot read "
+         "/nonexistent/self/ns/net (No such file or directory): set proc_root to where the "
+         "host's proc is mounted (/proc)\n"),
+        ("NETNS_DIR", "/etc/hostname", "vmnet-hook: config key netns_dir: cannot list "
+         "/etc/hostname (Not a directory): set netns_dir to where `ip netns` pins namespaces "
+         "(/run/netns)\n"),
+    ],
+)  # fmt: skip
+def test_pods_with_a_path_key_it_cannot_read_names_the_key(
+    hook_env: dict[str, str], key: str, value: str, line: str
+) -> None:
+    done = cli_process("pods", {**hook_env, f"VMNET_HOOK_{key}": value}, capture_output=True)
+    assert (done.returncode, done.stdout, done.stderr) == (1, "", line)
+
+
+@pytest.mark.kernel
+def test_a_prepare_with_a_proc_root_it_cannot_read_names_the_key(
+    make_pod: MakePod, hook_env: dict[str, str]
+) -> None:
+    from tests.test_hook_faults import hook, nothing_left, vm_on
+
+    pod = make_pod()
+    vm = vm_on(pod)
+    done = hook({**hook_env, "VMNET_HOOK_PROC_ROOT": "/nonexistent"}, "prepare", "begin",
+                xml=vm.xml)  # fmt: skip
+    assert (done.returncode, done.stdout) == (1, "")
+    assert done.stderr.count("\n") == 1 and "internal error" not in done.stderr
+    assert "config key proc_root: cannot read /nonexistent/" in done.stderr
+    nothing_left(pod, vm, Path(hook_env["VMNET_HOOK_STATE_DIR"]))

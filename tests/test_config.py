@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -47,3 +48,51 @@ def test_bad_values_name_the_key(
     with pytest.raises(ConfigError) as caught:
         load(write(tmp_path, text), environ=environ)
     assert message in str(caught.value)
+
+
+def test_a_link_to_a_fifo_is_judged_before_it_is_opened(tmp_path: Path) -> None:
+    """Opening a FIFO for reading releases a writer blocked in its open: a file that acts
+    on open must never be opened. The writer still waits after the refusal."""
+    import threading
+
+    from vmnet_hook import files
+
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    (tmp_path / "link").symlink_to(fifo)
+    opened = threading.Event()
+
+    def writer() -> None:
+        with open(fifo, "wb"):  # blocks until a reader opens the FIFO
+            opened.set()
+
+    thread = threading.Thread(target=writer, daemon=True)
+    thread.start()
+    try:
+        with pytest.raises(files.NotReadable, match="not a regular file but a FIFO"):
+            files.read_regular(str(tmp_path / "link"), 100, follow=True)
+        assert not opened.wait(0.5)
+    finally:  # let the writer go, should it still wait; never block here
+        os.close(os.open(fifo, os.O_RDONLY | os.O_NONBLOCK))
+        thread.join(5)
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [("/run/vm\u0085net", "holds a control character"),
+     ("/run/vm\u2028net", "holds a control character"),
+     ("/", "is a directory of the system, not one of its own"),
+     ("/run/", "is a directory of the system, not one of its own"),
+     ("/var/lib/../tmp", "is a directory of the system, not one of its own")],
+)  # fmt: skip
+def test_a_state_dir_that_is_not_a_dedicated_printable_path_is_refused(
+    value: str, message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load("", environ={"VMNET_HOOK_STATE_DIR": value})
+
+
+def test_no_config_path_means_the_environment_and_defaults() -> None:
+    """What release end falls back on when the config file is broken (hook.place)."""
+    assert load("", environ={}) == Config()
+    assert load("", environ={"VMNET_HOOK_STATE_DIR": "/run/x"}).state_dir == "/run/x"

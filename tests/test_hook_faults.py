@@ -88,11 +88,12 @@ def test_a_config_on_a_fifo_is_refused_at_once(make_pod: MakePod, config_env: di
 
 
 def test_a_stdin_that_never_closes_ends_at_the_deadline(hook_env: dict[str, str]) -> None:
-    """The writer keeps the pipe open: the default deadline (config is not read yet) ends
-    the hook with a line saying so, and nothing is bound."""
+    """The writer keeps the pipe open: the default deadline (config is not read yet; its
+    deadline_seconds of 2 does not count) ends the hook with a line saying so, and
+    nothing is bound."""
     proc = subprocess.Popen([sys.executable, str(HOOK), "vm1", "prepare", "begin", "-"],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            env=hook_env)  # fmt: skip
+                            env={**hook_env, "VMNET_HOOK_DEADLINE_SECONDS": "2"})  # fmt: skip
     assert proc.stdin is not None
     try:
         proc.stdin.write(b"<domain><name>vm1</name>")
@@ -108,8 +109,9 @@ def test_a_stdin_that_never_closes_ends_at_the_deadline(hook_env: dict[str, str]
     assert 9 < waited < 13
     assert (proc.returncode, stdout) == (1, b"")
     assert stderr.decode() == (
-        "vmnet-hook: domain 'vm1': gave up after 10s (deadline_seconds) while reading the "
-        "domain XML on stdin (its writer never closed it); nothing is bound\n"
+        "vmnet-hook: domain 'vm1': gave up after 10s (the default deadline: the config, and "
+        "its deadline_seconds, is read after the domain XML) while reading the domain XML on "
+        "stdin (its writer never closed it); nothing is bound\n"
     )
 
 
@@ -154,24 +156,60 @@ def test_a_config_made_untrusted_after_start_does_not_strand_the_binding(
     nothing_left(pod, vm, Path(config_env["VMNET_HOOK_STATE_DIR"]))
 
 
+def configmap_volume(volume: Path) -> None:
+    """As kubelet lays out a ConfigMap volume: the volume an emptyDir (0777, root's), a
+    timestamped directory made 0755 by its atomic writer, the file 0644 in it (the default
+    defaultMode), ``..data`` a symlink to the timestamped directory, the key a symlink to
+    ``..data/config``; every one root's."""
+    (volume / "..2024_01_01_00_00_00.1").mkdir(parents=True)
+    volume.chmod(0o777)
+    (volume / "..2024_01_01_00_00_00.1").chmod(0o755)
+    (volume / "..2024_01_01_00_00_00.1" / "config").write_text("[vmnet-hook]\nlog_level = debug\n")
+    (volume / "..2024_01_01_00_00_00.1" / "config").chmod(0o644)
+    (volume / "..data").symlink_to("..2024_01_01_00_00_00.1")
+    (volume / "config").symlink_to("..data/config")
+
+
 def test_a_configmap_behind_symlinks_is_trusted(
     make_pod: MakePod, config_env: dict[str, str], tmp_path: Path
 ) -> None:
-    """As kubelet mounts a ConfigMap: a directory writable by all, ..data a symlink to a
-    timestamped directory, the file a symlink to ..data/config: root's 0644 at the end."""
+    """The DaemonSet mounts the volume read-only at /etc/vmnet-hook: its 0777 directory
+    can be changed by no one there. The config path is a link to it, as well."""
+    volume, mounted = tmp_path / "volume", tmp_path / "etc-vmnet-hook"
+    configmap_volume(volume)
+    mounted.mkdir()
+    subprocess.run(["mount", "--bind", "-o", "ro", str(volume), str(mounted)], check=True)
+    try:
+        subprocess.run(["mount", "-o", "remount,bind,ro", str(mounted)], check=True)
+        (tmp_path / "config").symlink_to(mounted / "config")
+        pod = make_pod()
+        vm = vm_on(pod)
+        done = hook(config_env, "prepare", "begin", xml=vm.xml)
+        assert (done.returncode, done.stderr) == (0, "")
+        assert altnames(pod.host_veth) == [vm.placeholder]
+        assert hook(config_env, "release", "end", xml=vm.xml).returncode == 0
+        nothing_left(pod, vm, Path(config_env["VMNET_HOOK_STATE_DIR"]))
+    finally:
+        subprocess.run(["umount", str(mounted)], check=False)
+
+
+def test_a_configmap_volume_others_can_write_to_is_refused(
+    make_pod: MakePod, config_env: dict[str, str], tmp_path: Path
+) -> None:
+    """The same volume, mounted read-write: anyone may swap ``..data`` in its 0777
+    directory for a config of their own."""
     volume = tmp_path / "volume"
-    (volume / "..2024_01_01_00_00_00.1").mkdir(parents=True)
-    volume.chmod(0o777)
-    (volume / "..2024_01_01_00_00_00.1" / "config").write_text("[vmnet-hook]\nlog_level = debug\n")
-    (volume / "..data").symlink_to("..2024_01_01_00_00_00.1")
-    (volume / "config").symlink_to("..data/config")
+    configmap_volume(volume)
     (tmp_path / "config").symlink_to(volume / "config")
     pod = make_pod()
     vm = vm_on(pod)
     done = hook(config_env, "prepare", "begin", xml=vm.xml)
-    assert (done.returncode, done.stderr) == (0, "")
-    assert altnames(pod.host_veth) == [vm.placeholder]
-    assert hook(config_env, "release", "end", xml=vm.xml).returncode == 0
+    assert (done.returncode, done.stdout) == (1, "")
+    assert done.stderr == (
+        f"vmnet-hook: config file {tmp_path}/config: {volume} on the way to it is a directory "
+        "others may write to (mode 0777, group 0): only root's configuration is trusted; "
+        f"chmod go-w {volume}, or chmod +t {volume} to make it sticky\n"
+    )
     nothing_left(pod, vm, Path(config_env["VMNET_HOOK_STATE_DIR"]))
 
 

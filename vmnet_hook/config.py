@@ -15,12 +15,44 @@ from dataclasses import dataclass
 
 from vmnet_hook import files
 from vmnet_hook.errors import ConfigError
+from vmnet_hook.files import Walk, walk
 
 DEFAULT_PATH = "/etc/vmnet-hook/config"
 SECTION = "vmnet-hook"
 LOG_LEVELS = ("debug", "info", "warning", "error")
 MAX_CONFIG_BYTES = 64 * 1024
 PATH_KEYS = ("proc_root", "pod_log_dir", "netns_dir", "state_dir")
+# Directories that hold others' files: a state_dir there would scan and remove in them.
+SHARED_DIRS = frozenset(
+    [
+        "/",
+        "/bin",
+        "/boot",
+        "/dev",
+        "/etc",
+        "/home",
+        "/lib",
+        "/lib64",
+        "/media",
+        "/mnt",
+        "/opt",
+        "/proc",
+        "/root",
+        "/run",
+        "/run/lock",
+        "/run/user",
+        "/sbin",
+        "/srv",
+        "/sys",
+        "/tmp",
+        "/usr",
+        "/usr/local",
+        "/var",
+        "/var/lib",
+        "/var/run",
+        "/var/tmp",
+    ]
+)
 
 
 @dataclass(frozen=True)
@@ -58,8 +90,14 @@ def _path(key: str, raw: str) -> str:
     value = raw.strip()
     if not value.startswith("/"):
         raise ConfigError(f"config key {key}: {raw!r} is not an absolute path; start it with /")
-    if any(ord(char) < 0x20 or ord(char) == 0x7F for char in value):
+    if not value.isprintable():  # C0, DEL, C1 (U+0085...), line and paragraph separators
         raise ConfigError(f"config key {key}: {raw!r} holds a control character; remove it")
+    path = os.path.normpath(value)
+    if key == "state_dir" and path in SHARED_DIRS:
+        raise ConfigError(
+            f"config key {key}: {raw!r} is a directory of the system, not one of its own; "
+            "name a directory for vmnet-hook alone, like /run/vmnet-hook"
+        )
     return value.rstrip("/") or "/"
 
 
@@ -118,9 +156,23 @@ def _read_file(path: str) -> dict[str, str]:
 
 def read_trusted(path: str) -> str | None:
     """The text of the config file, None when it is missing. Never blocks (a FIFO is
-    refused, not read), never reads without bound, and judges the file its symlinks name."""
+    refused, not read), never reads without bound, and judges every directory and
+    symbolic link on the way to the file, and the file its links finally name. "" names
+    no file: the defaults."""
+    if not path:
+        return None
+    walked = walk(path)
+    if walked.bad:
+        raise ConfigError(on_the_way("config file", path, walked))
+    if not walked.found:
+        if walked.linked:
+            raise ConfigError(
+                f"config file {path} is a symbolic link to {walked.real}, which does not "
+                "exist: point it at the config file, or remove it"
+            )
+        return None
     try:
-        found = files.read_regular(path, MAX_CONFIG_BYTES, follow=True)
+        found = files.read_regular(walked.real, MAX_CONFIG_BYTES)
     except files.NotReadable as error:
         raise ConfigError(
             f"config file {path} is {error}: only a regular file of at most "
@@ -159,34 +211,38 @@ def untrusted_line(what: str, path: str, why: str) -> str:
 
 
 def check_state_dir(path: str) -> None:
-    """Refuse a state directory that anyone but root could change."""
-    found = untrusted_dir(path)
-    if found is not None:
-        judged, why = found
-        real = os.path.realpath(path)
-        what = "state directory" if judged == real else f"above state directory {real}:"
-        raise ConfigError(untrusted_line(what, judged, why))
+    """Refuse a state directory that anyone but root could change: itself (once it
+    exists), every directory on the way to it, and every symbolic link followed."""
+    walked = walk(path)
+    if walked.bad:
+        raise ConfigError(on_the_way("state directory", path, walked))
+    if walked.found and (why := _untrusted_at(walked.real)):
+        raise ConfigError(untrusted_line("state directory", path, why))
 
 
 def untrusted_dir(path: str) -> tuple[str, str] | None:
-    """(the directory, why) when anyone but root could change the directory at ``path``:
-    the directory itself (or, while it does not exist, where it would be made) and every
-    directory above it; those above may be writable by all if sticky, as /tmp is."""
-    real = os.path.realpath(path)
-    current = real
-    while True:
-        try:
-            info: os.stat_result | None = os.stat(current)
-        except FileNotFoundError:
-            info = None
-        except OSError as error:
-            return current, f"unreadable ({error.strerror})"
-        if info is not None and (why := untrusted(info, sticky_ok=current != real)):
-            return current, why
-        parent = os.path.dirname(current)
-        if parent == current:
-            return None
-        current = parent
+    """(what, why) when anyone but root could change the state directory at ``path``:
+    the directory, a directory on the way to it or a symbolic link followed."""
+    walked = walk(path)
+    if walked.bad:
+        return walked.bad, walked.why
+    why = _untrusted_at(walked.real) if walked.found else ""
+    return (walked.real, why) if why else None
+
+
+def _untrusted_at(path: str) -> str:
+    try:
+        return untrusted(os.stat(path))
+    except OSError as error:
+        return f"unreadable ({error.strerror})"
+
+
+def on_the_way(what: str, path: str, walked: Walk) -> str:
+    """The line for a directory or link on the way to ``path`` that anyone but root
+    could change (a ``walk`` with ``bad`` set)."""
+    fix = walked.fix.format(walked.bad)
+    return (f"{what} {path}: {walked.bad} on the way to it is {walked.why}: only root's "
+            f"configuration is trusted; {fix}")  # fmt: skip
 
 
 def load(path: str = DEFAULT_PATH, environ: Mapping[str, str] = os.environ) -> Config:

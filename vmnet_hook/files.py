@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import stat
+from dataclasses import dataclass
 
 OPEN_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
 
@@ -23,9 +24,8 @@ def read_regular(
 ) -> tuple[bytes, os.stat_result] | None:
     """At most ``limit`` bytes of the regular file at ``path`` and what fstat says of it;
     None when there is no such file. Raises NotReadable, or OSError as the kernel said."""
-    try:
-        if not follow:  # judge the name itself before opening anything
-            _require_regular(os.lstat(path).st_mode)
+    try:  # judge what the name is before opening anything: a device may act on open
+        _require_regular((os.stat if follow else os.lstat)(path).st_mode)
         fd = os.open(path, OPEN_FLAGS | (0 if follow else os.O_NOFOLLOW))
     except FileNotFoundError:
         return None
@@ -53,3 +53,85 @@ def kind(mode: int) -> str:
              (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
              (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device")]  # fmt: skip
     return next((name for test, name in kinds if test(mode)), "of an unknown kind")
+
+
+MAX_LINKS = 40  # as the kernel's
+
+
+@dataclass(frozen=True)
+class Walk:
+    """Where a path leads, and the first directory or symbolic link on the way that
+    anyone but root could change (``bad``, ``why``, and ``fix`` with {} for ``bad``)."""
+
+    real: str  # the path with every link resolved (up to where it stops existing)
+    found: bool
+    linked: bool  # whether a symbolic link was followed
+    bad: str = ""
+    why: str = ""
+    fix: str = ""
+
+
+def walk(path: str) -> Walk:
+    """Follow ``path`` one name at a time, as the kernel does, judging every directory it
+    passes through (``/`` and each one below, the directories each link's target passes
+    through too) and every symbolic link it follows (``passed_through``). What it finally
+    names is not judged: the caller judges a file or a directory by its own rules."""
+    pending = [name for name in os.path.abspath(path).split("/") if name][::-1]
+    current, links = "/", 0
+    if bad := _judged(current, os.stat(current)):
+        return Walk(current, True, False, current, *bad)
+    while pending:
+        name = pending.pop()
+        candidate = os.path.dirname(current) if name == ".." else os.path.join(current, name)
+        try:
+            info = os.lstat(candidate)
+        except OSError as error:  # missing, or not a directory on the way
+            rest = os.path.join(candidate, *reversed(pending)) if pending else candidate
+            if isinstance(error, (FileNotFoundError, NotADirectoryError)):
+                return Walk(rest, False, links > 0)
+            return Walk(rest, False, links > 0, candidate, f"unreadable ({error.strerror})",
+                        "check {0}")  # fmt: skip
+        if stat.S_ISLNK(info.st_mode):
+            links += 1
+            if bad := _judged_link(candidate, info, links):
+                return Walk(candidate, True, True, candidate, *bad)
+            target = os.readlink(candidate)
+            pending.extend(reversed([n for n in target.split("/") if n]))
+            current = "/" if target.startswith("/") else current
+            continue
+        if not pending:
+            return Walk(candidate, True, links > 0)
+        if stat.S_ISDIR(info.st_mode) and (bad := _judged(candidate, info)):
+            return Walk(candidate, True, links > 0, candidate, *bad)
+        current = candidate
+    return Walk(current, True, links > 0)
+
+
+def _judged(directory: str, info: os.stat_result) -> tuple[str, str] | None:
+    """(why, fix) when anyone but root could change what ``directory`` holds: it is not
+    root's, or others (or a group other than root's) may write to it and it is neither
+    sticky (as /tmp is) nor on a read-only mount (as a Kubernetes ConfigMap volume is: a
+    0777 directory, read-only in the container)."""
+    if info.st_uid not in (0, os.geteuid()):
+        return f"owned by uid {info.st_uid}, not root", "chown root: {0}"
+    writable = info.st_mode & 0o002 or (info.st_mode & 0o020 and info.st_gid != 0)
+    if not writable or info.st_mode & stat.S_ISVTX or _read_only(directory):
+        return None
+    mode = stat.S_IMODE(info.st_mode)
+    return (f"a directory others may write to (mode {mode:04o}, group {info.st_gid})",
+            "chmod go-w {0}, or chmod +t {0} to make it sticky")  # fmt: skip
+
+
+def _judged_link(link: str, info: os.stat_result, links: int) -> tuple[str, str] | None:
+    if links > MAX_LINKS:
+        return f"one of more than {MAX_LINKS} symbolic links in a row", "shorten the chain at {0}"
+    if info.st_uid not in (0, os.geteuid()):
+        return f"a symbolic link owned by uid {info.st_uid}, not root", "chown -h root: {0}"
+    return None
+
+
+def _read_only(directory: str) -> bool:
+    try:
+        return bool(os.statvfs(directory).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False

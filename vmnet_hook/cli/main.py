@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import sys
 from typing import TYPE_CHECKING, Any, BinaryIO
 
@@ -27,6 +29,16 @@ if TYPE_CHECKING:  # the commands import their modules when they run
     from vmnet_hook.host.state import StateStore
 
 
+STDIN_CLOSED = False  # main() found descriptor 0 closed: /dev/null reads in its place
+
+
+OUTPUT_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EPIPE, errno.EIO, errno.EBADF)
+
+
+class OutputError(VmnetError):
+    """stdout cannot be written (full, a closed pipe...)."""
+
+
 class Commands(click.Group):
     """Every command behind one error wrapper: the project's errors become
     ``vmnet-hook: ...`` lines on stderr and exit status 1, never a traceback."""
@@ -45,7 +57,26 @@ def say(text: str, err: bool = False) -> None:
     characters shown escaped (vmnet_hook.text), never sent to the terminal. XML and JSON
     output is escaped by its serialiser and goes through click.echo as it is."""
     lines = ("\t".join(map(printable, line.split("\t"))) for line in text.split("\n"))
-    click.echo("\n".join(lines), err=err)
+    echo("\n".join(lines), err=err)
+
+
+def echo(text: str, err: bool = False, nl: bool = True) -> None:
+    """click.echo, where stdout failing is an OutputError (one line on stderr) and
+    stderr failing leaves nothing to say it on."""
+    try:
+        click.echo(text, err=err, nl=nl)
+    except OSError as error:
+        if not err:
+            raise stdout_failed(error) from None
+
+
+def stdout_failed(error: OSError) -> OutputError:
+    """The error for stdout; what is still buffered goes to /dev/null, not into another
+    error as the interpreter exits."""
+    null = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, 1)
+    os.close(null)
+    return OutputError(f"cannot write to stdout ({error.strerror or error})")
 
 
 def _settings() -> config.Config:
@@ -78,7 +109,7 @@ def rewrite(xml_file: BinaryIO) -> None:
     tree = parse_xml(xml_file.read())
     domain = parse_domain(tree)
     veths, _pods = resolve_all(domain, System(_settings()).resolver)
-    click.echo(to_text(rewritten(tree, domain.claims, source_dev(veths))), nl=False)
+    echo(to_text(rewritten(tree, domain.claims, source_dev(veths))), nl=False)
 
 
 @cli.command()
@@ -98,7 +129,7 @@ def resolve(pod_dev: str, as_json: bool, **selectors: str | None) -> None:
     if as_json:
         record = {"name": veth.name, "ifindex": veth.index, "pod_dev": veth.pod_dev,
                   "pod_netns_inode": veth.pod_netns.ino}  # fmt: skip
-        click.echo(json.dumps(record))
+        echo(json.dumps(record))
     else:
         say(veth.name)
 
@@ -118,7 +149,8 @@ def hook(ctx: click.Context, domain: str, operation: str, subop: str, extra: str
     """
     from vmnet_hook.hook.gate import main as hook_main
 
-    ctx.exit(hook_main([domain, operation, subop, extra], sys.stdin.buffer))
+    args = [domain, operation, subop, extra]
+    ctx.exit(hook_main(args, sys.stdin.buffer, stdin_closed=STDIN_CLOSED))
 
 
 @cli.command()
@@ -153,7 +185,7 @@ def pods(as_json: bool) -> None:
 
     entries = list_pods(_settings())
     if as_json:
-        click.echo(to_json(entries))
+        echo(to_json(entries))
     else:
         say(to_table(entries))
 
@@ -196,7 +228,7 @@ def annotate(
     tree = annotated(
         parse_xml(xml_file.read()), selector_from(selectors), pod_dev, mac, network, pod_ports
     )
-    click.echo(to_text(tree), nl=False)
+    echo(to_text(tree), nl=False)
 
 
 @cli.command()
@@ -208,6 +240,8 @@ def status(domain: str | None, as_json: bool, prune: bool, libvirt_uri: str) -> 
     """Show what each running domain holds, checked live; exit 1 if a piece is missing,
     a state file cannot be read, or a domain libvirt does not run still holds pod NICs
     (`stale`: libvirt is asked with virsh; if it cannot be, nothing is marked stale).
+    With a broken config it reads the default state dir (or VMNET_HOOK_STATE_DIR's), as
+    release does, says why, and exits 1.
 
     For network='l2': the placeholder bound to the pod's host veth. For masquerade: the
     guest's link, its /30 and address, the DHCP server (alive or not), the nft table.
@@ -227,23 +261,26 @@ def status(domain: str | None, as_json: bool, prune: bool, libvirt_uri: str) -> 
     from vmnet_hook.host.netlink import Pyroute2Netlink
     from vmnet_hook.host.state import StateStore
 
-    store, netlink = StateStore(_settings().state_dir), Pyroute2Netlink()
+    if prune and as_json:
+        raise click.UsageError("--prune prints lines, not JSON")
+    state_dir, config_error = shown.state_dir(config.config_path())
+    if config_broken := bool(config_error):
+        say(f"vmnet-hook: {config_error}; status reads the state directory {state_dir}", err=True)
+    store, netlink = StateStore(state_dir), Pyroute2Netlink()
     running = partial(virsh_running, libvirt_uri)
     if prune:
-        if as_json:
-            raise click.UsageError("--prune prints lines, not JSON")
         _prune(store, netlink, running, domain)
-        return
+        click.get_current_context().exit(1 if config_broken else 0)
     found = shown.report(store, (netlink, netlink), running, domain)
     if as_json:
-        click.echo(json.dumps(shown.to_json(found), indent=1))
+        echo(json.dumps(shown.to_json(found), indent=1))
     elif not found.rows and not found.unreadable:
         say("no bindings" + (f" for {domain}" if domain else ""))
     for line in [] if as_json else shown.to_lines(found):
         say(line)
     for note in shown.notes(found):
         say(f"vmnet-hook: {note}", err=True)
-    if found.failed:
+    if found.failed or config_broken:
         click.get_current_context().exit(1)
 
 
@@ -292,7 +329,7 @@ def doctor(hooks_dir: str, as_json: bool) -> None:
     paths = Paths(hooks_dir=hooks_dir.rstrip("/") or "/", config_path=config.config_path())
     checks = run_checks(paths)
     if as_json:
-        click.echo(json.dumps(report(checks), indent=1))
+        echo(json.dumps(report(checks), indent=1))
     else:
         say(render(checks))
     if any(check.failed for check in checks):
@@ -300,22 +337,52 @@ def doctor(hooks_dir: str, as_json: bool) -> None:
 
 
 def main() -> None:
-    """No traceback for any input: a closed stdin reads as empty, a closed stdout is one
-    line on stderr, and a bug is one line naming it."""
+    """No traceback for any input: a closed stdin reads as empty, a closed or failing
+    stdout is one line on stderr, and a bug is one line naming it."""
     from vmnet_hook.hook.gate import plug_closed_descriptors
 
-    stdout_closed, stdin_closed = sys.stdout is None, sys.stdin is None
+    global STDIN_CLOSED
+    stdout_closed, STDIN_CLOSED = sys.stdout is None, sys.stdin is None
     plug_closed_descriptors()
-    if stdin_closed:
+    if STDIN_CLOSED:
         sys.stdin = open(0, closefd=False)  # noqa: SIM115 (the process's own stdin)
     if stdout_closed:
         say("vmnet-hook: stdout is closed: nothing a command prints could be read", err=True)
         sys.exit(1)
+    sys.exit(_run())
+
+
+def _run() -> int:
+    """The command's exit status; its own output and click's (--help...) that could not
+    be written to stdout is one line on stderr."""
     try:
-        cli(prog_name="vmnet-hook")
+        try:
+            status = cli.main(prog_name="vmnet-hook", standalone_mode=False)
+        except SystemExit:  # click's, after a broken pipe (it wraps stdout to say nothing)
+            if not type(sys.stdout).__name__.endswith("PacifyFlushWrapper"):
+                raise
+            raise stdout_failed(OSError(errno.EPIPE, os.strerror(errno.EPIPE))) from None
+        except OSError as error:  # click's own output (--help) to a full stdout, say
+            if error.filename is not None or error.errno not in OUTPUT_ERRNOS:
+                raise
+            raise stdout_failed(error) from None
+        try:
+            sys.stdout.flush()
+        except OSError as error:
+            raise stdout_failed(error) from None
+    except click.ClickException as error:
+        error.show()
+        return error.exit_code
+    except click.Abort:
+        say("vmnet-hook: aborted", err=True)
+        return 1
+    except OutputError as error:
+        say(f"vmnet-hook: {error}", err=True)
+        return 1
     except Exception as error:  # a bug; still one line, never a traceback
         say(f"vmnet-hook: internal error: {error!r}", err=True)
-        sys.exit(1)
+        return 1
+    return status if isinstance(status, int) else 0
 
 
 if __name__ == "__main__":

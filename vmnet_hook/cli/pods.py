@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, replace
 
 from vmnet_hook.config import Config
-from vmnet_hook.errors import PodNotFound, VmnetError
+from vmnet_hook.errors import ConfigError, PodNotFound, VmnetError
 from vmnet_hook.host.kubelet import names_by_uid
 from vmnet_hook.host.linkdump import LinkDump, Snapshot, Snapshots
 from vmnet_hook.host.netlink import Link
@@ -138,8 +138,13 @@ def _pinned(netns_dir: str, proc: ProcFs) -> Iterator[PodNetns]:
     try:
         with os.scandir(netns_dir) as entries:
             names = [entry.name for entry in entries]
-    except OSError:
-        return
+    except FileNotFoundError:
+        return  # nothing pinned on this host
+    except OSError as error:
+        raise ConfigError(
+            f"config key netns_dir: cannot list {netns_dir} ({error.strerror or error}): set "
+            "netns_dir to where `ip netns` pins namespaces (/run/netns)"
+        ) from None
     for name in sorted(names):
         try:
             yield pinned_netns(netns_dir, name, proc)

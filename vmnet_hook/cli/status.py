@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from vmnet_hook.cli.libvirt import LibvirtUnknown, RunningDomains
+from vmnet_hook.errors import VmnetError
 from vmnet_hook.host.netlink import Netlink, NetlinkSession, PodNetlink
 from vmnet_hook.host.state import Binding, DomainState, StateStore, UnreadableState
 from vmnet_hook.podnet import health
@@ -80,6 +81,21 @@ class Report:
         return bool(self.unreadable) or any(row.problem or row.stale for row in self.rows)
 
 
+def state_dir(config_path: str) -> tuple[str, str]:
+    """(the configured state dir, ""); with a broken config, as release end does, (the one
+    VMNET_HOOK_STATE_DIR names, else the default; the config's error): what is bound is
+    listed and pruned while the config is being fixed."""
+    import os
+
+    from vmnet_hook import config
+    from vmnet_hook.hook.place import defaults
+
+    try:
+        return config.load(config_path).state_dir, ""
+    except VmnetError as error:
+        return defaults(os.environ).state_dir, str(error)
+
+
 def report(
     store: StateStore,
     netlinks: tuple[Netlink, PodNetlink],
@@ -111,12 +127,16 @@ def guest_statuses(
     rows = []
     for uuid, state in states.items():
         for record in state.guests if domain in (None, uuid, state.domain) else ():
-            nic, found = record.nic, health.check(record, netlink)
+            nic = record.nic
+            try:  # one row that cannot be read live is that row's problem, not the listing's
+                found = health.check(record, netlink)
+                alive, problem = found.dhcp_alive, "; ".join(found.problems)
+            except VmnetError as error:
+                alive, problem = False, f"cannot be checked: {error}"
             rows.append(GuestStatus(
                 state.domain, uuid, nic.mac, nic.placeholder, nic.pod_end, nic.pod_dev,
                 nic.subnet, nic.guest, nic.gateway, nic.pod_ip, record.dnsmasq_pid,
-                found.dhcp_alive, nic.table, "; ".join(found.problems),
-                running=None if running is None else uuid in running,
+                alive, nic.table, problem, running=None if running is None else uuid in running,
             ))  # fmt: skip
     return rows
 
@@ -136,20 +156,32 @@ def statuses(
     ]
     if not recorded:
         return []
-    with netlink.host() as host:
-        return [
-            BindingStatus(
-                name,
-                uuid,
-                b.mac,
-                b.placeholder,
-                b.host_veth,
-                b.ifindex,
-                _problem(host, b),
-                running=None if running is None else uuid in running,
-            )
-            for uuid, name, b in recorded
-        ]
+    try:
+        with netlink.host() as host:
+            problems = [_checked(host, b) for _uuid, _name, b in recorded]
+    except VmnetError as error:
+        problems = [f"cannot be checked: {error}"] * len(recorded)
+    return [
+        BindingStatus(
+            name,
+            uuid,
+            b.mac,
+            b.placeholder,
+            b.host_veth,
+            b.ifindex,
+            problem,
+            running=None if running is None else uuid in running,
+        )
+        for (uuid, name, b), problem in zip(recorded, problems, strict=True)
+    ]
+
+
+def _checked(host: NetlinkSession, binding: Binding) -> str:
+    """The binding's problem; one that cannot be read live is that row's alone."""
+    try:
+        return _problem(host, binding)
+    except VmnetError as error:
+        return f"cannot be checked: {error}"
 
 
 def _problem(host: NetlinkSession, binding: Binding) -> str:

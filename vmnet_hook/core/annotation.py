@@ -13,6 +13,7 @@ from lxml import etree
 
 from vmnet_hook import NAMESPACE_URI, is_uuid
 from vmnet_hook.errors import AnnotationError
+from vmnet_hook.hook.gate import domain_uuid as plain_uuid
 
 NS = {"vmnet": NAMESPACE_URI}
 SELECTORS = ("pod", "pod-uid", "container", "pid", "netns")
@@ -113,7 +114,20 @@ def parse_xml(xml: bytes) -> etree._ElementTree:
         raise AnnotationError(f"domain XML is not well-formed: {error}") from None
     if root.tag != "domain":
         raise AnnotationError(f"expected a <domain> document, got <{root.tag}>")
+    _require_plain_uuid(xml, root)
     return root.getroottree()
+
+
+def _require_plain_uuid(xml: bytes, root: etree._Element) -> None:
+    """``release end`` reads the UUID from the bytes, without a parser (hook.gate): a
+    domain whose UUID it could not read there would keep what prepare bound. libvirt
+    always writes it as plain text."""
+    written = (root.findtext("uuid") or "").strip().lower()
+    if is_uuid(written) and plain_uuid(xml) != written:
+        raise AnnotationError(
+            "domain <uuid> is not plain text (CDATA, character references or markup in it); "
+            "write the UUID as plain text, as libvirt does"
+        )
 
 
 def domain_uuid(tree: etree._ElementTree) -> str:

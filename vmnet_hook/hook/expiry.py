@@ -21,7 +21,7 @@ MAX_READ = 64 * 1024
 
 
 def line(clock: gate.deadline, frame: FrameType | None) -> str:
-    head = f"domain {clock.domain!r}: gave up after {clock.seconds:g}s (deadline_seconds)"
+    head = f"domain {clock.domain!r}: gave up after {clock.seconds:g}s ({clock.which()})"
     doing = clock.doing or waiting_for_lock(frame)
     parts = [f"{head} {doing}" if doing else head, left_bound(clock)]
     with contextlib.suppress(Exception):

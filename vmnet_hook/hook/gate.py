@@ -46,8 +46,10 @@ def main(
     stdin: BinaryIO | None = None,
     stdout: TextIO | None = None,
     stderr: TextIO | None = None,
+    stdin_closed: bool = False,
 ) -> int:
-    """The hook. Without ``argv`` this process is hooks/qemu's, and ends with the call."""
+    """The hook. Without ``argv`` this process is hooks/qemu's, and ends with the call.
+    ``stdin_closed``: the caller's stdin was closed (the CLI reads /dev/null in its place)."""
     args = sys.argv[1:] if argv is None else argv
     if argv is None:
         plug_closed_descriptors()
@@ -57,15 +59,18 @@ def main(
     status = 1 if operation is not None and operation.may_fail else 0
     domain = args[0] if args else ""
     with deadline(DEFAULT_DEADLINE_SECONDS, domain, status, step == RELEASE) as clock:
-        xml, problem = _read_all(stdin, sys.stdin)  # first: a writer waits for it
+        process_stdin = None if stdin_closed else sys.stdin
+        xml, problem, annotated = _read_all(None if stdin_closed else stdin, process_stdin)
         if not 3 <= len(args) <= 4:
             say(err, USAGE)
             return 2
+        if problem == TOO_LARGE and not (annotated and status):
+            problem = ""  # a call that must not fail needs only the UUID (near the top)
         if problem:
             say(err, f"domain {domain!r}: {problem}")
             return status
         clock.doing = ""
-        if not has_work(step, xml):
+        if not has_work(step, xml, annotated):
             return 0
         if argv is not None:  # a longer-lived process (the CLI, tests): leave gc alone
             return _work(args[:3], xml, out, err, clock)
@@ -91,23 +96,29 @@ def plug_closed_descriptors() -> None:
             os.open(os.devnull, os.O_RDWR)  # the lowest free number: the closed one
 
 
-def _read_all(stdin: BinaryIO | None, process_stdin: TextIO | None) -> tuple[bytes, str]:
-    """The domain XML, read to the end (libvirt writes it all into the pipe), and what
-    went wrong, or ""."""
+TOO_LARGE = f"the domain XML on stdin is larger than {MAX_STDIN_BYTES} bytes"
+
+
+def _read_all(stdin: BinaryIO | None, process_stdin: TextIO | None) -> tuple[bytes, str, bool]:
+    """The domain XML, read to the end (libvirt writes it all into the pipe), what went
+    wrong or "", and whether it holds the vmnet namespace. Past MAX_STDIN_BYTES, only the
+    first MAX_STDIN_BYTES are kept (TOO_LARGE); the rest is still searched for the
+    namespace."""
     source = stdin or (process_stdin.buffer if process_stdin is not None else None)
     if source is None:
-        return b"", "stdin is closed; the domain XML is read from it"
-    chunks, kept = [], 0
+        return b"", "stdin is closed; the domain XML is read from it", False
+    chunks, kept, total, tail, annotated = [], 0, 0, b"", False
     try:
         while chunk := source.read(1 << 20):
-            if kept <= MAX_STDIN_BYTES:
-                chunks.append(chunk)
-                kept += len(chunk)
+            total += len(chunk)
+            if kept < MAX_STDIN_BYTES:
+                chunks.append(chunk[: MAX_STDIN_BYTES - kept])
+                kept += len(chunks[-1])
+            annotated = annotated or URI in tail + chunk
+            tail = chunk[-len(URI) :]
     except (OSError, ValueError) as error:
-        return b"", f"cannot read the domain XML on stdin: {error}"
-    if kept > MAX_STDIN_BYTES:
-        return b"", f"the domain XML on stdin is larger than {MAX_STDIN_BYTES} bytes"
-    return b"".join(chunks), ""
+        return b"", f"cannot read the domain XML on stdin: {error}", False
+    return b"".join(chunks), TOO_LARGE if total > MAX_STDIN_BYTES else "", annotated
 
 
 def say(err: TextIO | None, line: str) -> None:
@@ -125,12 +136,13 @@ def say(err: TextIO | None, line: str) -> None:
         pass  # stderr closed or gone: syslog has the line where it matters
 
 
-def has_work(step: tuple[str, str], xml: bytes) -> bool:
+def has_work(step: tuple[str, str], xml: bytes, annotated: bool | None = None) -> bool:
+    """``annotated``: whether the whole XML holds the namespace, when ``xml`` is a part."""
     operation = OPERATIONS.get(step)
     if operation is None:
         return False
     if operation.needs == ANNOTATION:
-        return URI in xml
+        return URI in xml if annotated is None else annotated
     assert operation.needs == STATE
     uuid = domain_uuid(xml)
     return uuid is not None and state_dir_of(uuid) is not None
@@ -199,6 +211,7 @@ class deadline:  # a class, not @contextmanager: contextlib is not worth it on t
         self.doing = "while reading the domain XML on stdin (its writer never closed it)"
         self.state_file = ""  # once known: what may be left bound
         self.state_dir = ""  # once known: where the host-wide lock is
+        self.configured = False  # whether the config's deadline_seconds counts yet
         self.previous: Handler = None
 
     def __enter__(self) -> deadline:
@@ -209,7 +222,7 @@ class deadline:  # a class, not @contextmanager: contextlib is not worth it on t
     def restart(self, seconds: int) -> None:
         """The configured deadline, counted from the start of the call, not from now."""
         left = seconds - (self.seconds - _signal.getitimer(_signal.ITIMER_REAL)[0])
-        self.seconds = seconds
+        self.seconds, self.configured = seconds, True
         if left <= 0:
             self._expire(_signal.SIGALRM, None)
         _signal.setitimer(_signal.ITIMER_REAL, left)
@@ -219,7 +232,7 @@ class deadline:  # a class, not @contextmanager: contextlib is not worth it on t
         _signal.signal(_signal.SIGALRM, self.previous)
 
     def _expire(self, _signum: int, frame: FrameType | None) -> None:
-        line = f"domain {self.domain!r}: gave up after {self.seconds:g}s (deadline_seconds)"
+        line = f"domain {self.domain!r}: gave up after {self.seconds:g}s ({self.which()})"
         # What follows reads small local files; a second, short alarm ends the process
         # with the line so far should one of them hang.
         _signal.signal(_signal.SIGALRM, lambda _s, _f: self._exit(line))
@@ -230,6 +243,15 @@ class deadline:  # a class, not @contextmanager: contextlib is not worth it on t
             line = expiry.line(self, frame)
         finally:
             self._exit(line)
+
+    def which(self) -> str:
+        """Which deadline ran out, for the line."""
+        if self.configured:
+            return "deadline_seconds"
+        return (
+            "the default deadline: the config, and its deadline_seconds, is read after the "
+            "domain XML"
+        )
 
     def _exit(self, line: str) -> None:
         from vmnet_hook.text import printable

@@ -38,7 +38,7 @@ def settings(
     except ConfigError as error:
         if step != gate.RELEASE:
             raise
-        loaded = _defaults(environ)
+        loaded = defaults(environ)
         warn(f"{error}; released with the default settings")
     clock.restart(loaded.deadline_seconds)
     if step == gate.RELEASE:
@@ -51,12 +51,16 @@ def settings(
     return loaded
 
 
-def _defaults(environ: Mapping[str, str]) -> config.Config:
-    """What the environment overrides, else the defaults: no config file."""
-    try:
-        return config.load("", environ)
-    except ConfigError:
-        return config.Config()
+def defaults(environ: Mapping[str, str]) -> config.Config:
+    """What the environment overrides, else the defaults: no config file. Another
+    variable that is invalid does not lose VMNET_HOOK_STATE_DIR, where the state is."""
+    overridden = environ.get(gate.STATE_DIR_VARIABLE, "")
+    for variables in (environ, {gate.STATE_DIR_VARIABLE: overridden} if overridden else {}):
+        try:
+            return config.load("", variables)
+        except ConfigError:
+            continue
+    return config.Config()
 
 
 def _followed(found: str, uuid: str) -> str:

@@ -124,7 +124,9 @@ def pod_uid_of(pod_log_dir: str, pod: str, proc: ProcFs) -> str:
     try:
         uids = uids_named(pod_log_dir, namespace, name)
     except OSError as error:
-        raise PodNotFound(f"pod={pod}: cannot read {pod_log_dir}: {error.strerror}") from None
+        raise PodNotFound(
+            f"pod={pod}: cannot read pod_log_dir {pod_log_dir}: {error.strerror}"
+        ) from None
     if not uids:
         raise PodNotFound(
             f"pod={pod}: no such pod on this host (no {namespace}_{name}_<uid> directory in "

@@ -7,6 +7,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from vmnet_hook.errors import ConfigError
 from vmnet_hook.host.mounts import cgroup_mounts
 
 
@@ -37,8 +38,18 @@ class ProcFs:
         return NetnsId.of(info)
 
     def host_netns(self) -> NetnsId:
-        info = os.stat(f"{self.root}/self/ns/net")
+        try:
+            info = os.stat(f"{self.root}/self/ns/net")
+        except OSError as error:
+            raise self.unreadable(f"{self.root}/self/ns/net", error) from None
         return NetnsId.of(info)
+
+    def unreadable(self, path: str, error: OSError) -> ConfigError:
+        """The one line for a proc_root that is not a readable proc."""
+        return ConfigError(
+            f"config key proc_root: cannot read {path} ({error.strerror or error}): set "
+            "proc_root to where the host's proc is mounted (/proc)"
+        )
 
     def cgroup_mounts(self) -> list[str]:
         """Each hierarchy once: cgroup2 first, then the cgroup v1 hierarchies."""
@@ -47,10 +58,12 @@ class ProcFs:
         return _one_per_hierarchy(v2 + [point for kind, point in mounts if kind == "cgroup"])
 
     def pids(self) -> Iterator[int]:
-        with os.scandir(self.root) as entries:
-            for entry in entries:
-                if entry.name.isdigit():
-                    yield int(entry.name)
+        try:
+            with os.scandir(self.root) as entries:
+                names = [entry.name for entry in entries]
+        except OSError as error:
+            raise self.unreadable(self.root, error) from None
+        yield from (int(name) for name in names if name.isdigit())
 
     def cgroup_of(self, pid: int) -> bytes:
         """``/proc/PID/cgroup`` in one read; empty when the process is gone."""

@@ -82,3 +82,19 @@ def _json_type(value: object) -> str:
 def _json_name(hint: Any) -> str:
     names = {str: "a string", int: "an integer", float: "a number", bool: "a boolean"}
     return names.get(hint, str(hint))
+
+
+def is_link_name(name: str) -> bool:
+    """What the kernel takes as an interface name (dev_valid_name): 1-15 bytes, not '.'
+    or '..', no '/', ':' or whitespace; and no control characters."""
+    size = len(name.encode("utf-8", "surrogateescape"))
+    bad = any(char in "/:" or char.isspace() or not char.isprintable() for char in name)
+    return 0 < size <= 15 and name not in (".", "..") and not bad
+
+
+def is_mac(text: str) -> bool:
+    """Six two-digit hex bytes, colon-separated, lower case: as the hook writes a MAC."""
+    parts = text.split(":")
+    return len(parts) == 6 and all(
+        len(part) == 2 and all(c in "0123456789abcdef" for c in part) for part in parts
+    )

@@ -12,6 +12,7 @@ import errno
 import fcntl
 import json
 import os
+import stat
 import tempfile
 import time
 from collections.abc import Iterator
@@ -156,12 +157,8 @@ class StateStore:
         say who holds it (hook.expiry, with the kernel's /proc/locks)."""
         import sys
 
-        try:  # a read-only or full directory is named (rule 7)
-            os.makedirs(self.state_dir, mode=0o700, exist_ok=True)
-            fd = os.open(os.path.join(self.state_dir, ".lock"),
-                         os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)  # fmt: skip
-        except OSError as error:
-            raise directory_error(self.state_dir, error) from None
+        self._make_dir()  # a read-only or full directory is named (rule 7)
+        fd = self._open_lock(os.path.join(self.state_dir, ".lock"))
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)  # bounded by the hook's deadline
             call = " ".join([os.path.basename(sys.argv[0]), *sys.argv[1:4]] if sys.argv else [])
@@ -174,6 +171,29 @@ class StateStore:
             with contextlib.suppress(OSError):
                 os.ftruncate(fd, 0)
             os.close(fd)
+
+    def _open_lock(self, lock: str) -> int:
+        """The lock file, made if missing; what stands in its place is named, not blamed
+        on the directory. Never opens anything but a regular file (a device may act on
+        open, a FIFO or socket is no lock)."""
+        try:
+            mode = os.lstat(lock).st_mode
+        except FileNotFoundError:
+            mode = stat.S_IFREG
+        except OSError as error:
+            raise directory_error(self.state_dir, error) from None
+        try:
+            if not stat.S_ISREG(mode):
+                raise OSError(errno.EEXIST, files.kind(mode))
+            return os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        except OSError as error:
+            if error.errno not in (errno.EEXIST, errno.ELOOP, errno.EISDIR, errno.ENXIO):
+                raise directory_error(self.state_dir, error) from None
+            kind = error.strerror if error.errno == errno.EEXIST else "not a regular file"
+            raise StateError(
+                f"lock file {lock} is {kind}, not the regular file vmnet-hook makes: remove "
+                "it (no hook holds the lock while it is there)"
+            ) from None
 
     def _load(self, path: str, uuid: str) -> tuple[DomainState, Stamp] | None:
         try:
@@ -282,4 +302,38 @@ def _decode(raw: object) -> DomainState:
             f"written by another version of vmnet-hook: state version {version!r}, "
             f"this one reads {VERSION}"
         )
-    return schema.decode(DomainState, body, lax=version is None)
+    state = schema.decode(DomainState, body, lax=version is None)
+    for where, problem in _nonsense(state):
+        raise schema.SchemaError(f"{where} is {problem}")
+    return state
+
+
+def _nonsense(state: DomainState) -> Iterator[tuple[str, str]]:
+    """What the file says that no hook could have written: (where, what it is not)."""
+    for i, bound in enumerate(state.bindings):
+        links = [("placeholder", bound.placeholder), ("host_veth", bound.host_veth)]
+        links += [("pod_dev", bound.pod_dev)] if bound.pod_dev else []
+        yield from _checked(f"bindings[{i}]", bound.mac, bound.ifindex, links)
+    for i, guest in enumerate(state.guests):
+        where, nic = f"guests[{i}]", guest.nic
+        links = [("placeholder", nic.placeholder), ("pod_end", nic.pod_end)]
+        yield from _checked(f"{where}.nic", nic.mac, 1, [*links, ("pod_dev", nic.pod_dev)])
+        paths = [("pid_file", guest.pid_file), ("lease_file", guest.lease_file)]
+        paths += [(f"netns_paths[{j}]", path) for j, path in enumerate(guest.netns_paths)]
+        for name, path in paths:
+            if not (path.startswith("/") and path.isprintable()):
+                yield f"{where}.{name}", "not an absolute path"
+        if guest.dnsmasq_pid is not None and not 0 < guest.dnsmasq_pid < 1 << 22:
+            yield f"{where}.dnsmasq_pid", "not a process id"
+
+
+def _checked(
+    where: str, mac: str, ifindex: int, links: list[tuple[str, str]]
+) -> Iterator[tuple[str, str]]:
+    for name, link in links:
+        if not schema.is_link_name(link):
+            yield f"{where}.{name}", "not a link name"
+    if not schema.is_mac(mac):
+        yield f"{where}.mac", "not a MAC address"
+    if not 0 < ifindex < 1 << 31:
+        yield f"{where}.ifindex", "not an interface index"

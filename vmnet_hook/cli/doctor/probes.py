@@ -33,6 +33,7 @@ from vmnet_hook.cli.doctor.facts import (
 )
 from vmnet_hook.config import Config, load, untrusted, untrusted_dir
 from vmnet_hook.errors import ConfigError
+from vmnet_hook.files import walk
 from vmnet_hook.host.mounts import cgroup_mounts
 from vmnet_hook.host.netns import run_in_new_netns
 from vmnet_hook.host.pods import kubepods_cgroups, pod_uids_in_proc
@@ -91,12 +92,13 @@ def probe_trust(config_path: str, state_dir: str) -> tuple[tuple[str, str, str],
     """The config file (the one its symlinks name) and the state dirs (the configured one
     and the default one, which holds prepare's pointers) that anyone but root could change."""
     found: list[tuple[str, str, str]] = []
+    walked = walk(config_path)  # every directory and link on the way is judged too
     try:
-        why = untrusted(os.stat(config_path))
+        why = untrusted(os.stat(walked.real)) if walked.found and not walked.bad else ""
     except OSError:
         why = ""  # missing: the defaults; unreadable: the config check says so
-    if why:
-        found.append(("config file", os.path.realpath(config_path), why))
+    if walked.bad or why:
+        found.append(("config file", walked.bad or walked.real, walked.why or why))
     for directory in dict.fromkeys((state_dir, Config().state_dir)):
         if (judged := untrusted_dir(directory)) is not None:
             found.append(("state directory", *judged))
