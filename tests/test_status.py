@@ -114,6 +114,20 @@ def test_prune_releases_only_the_domains_libvirt_does_not_run(
     assert prune(store, netlink, no_pod_side, running(RUNNING)).done == []
 
 
+def test_prune_of_a_record_naming_a_running_domains_altname_leaves_it_and_says_so(
+    store: StateStore, netlink: FakeNetlink
+) -> None:
+    """Two records on one NIC come only from a fault: the stale one goes, the running
+    domain keeps its altname, and the line is a note, not a failure."""
+    store.save(RUNNING, DomainState("vm1", (Binding("52:54:00:00:00:01", "vnbbbb", "vethB", 11),)))
+    store.save(GONE, DomainState("vm0", (Binding("52:54:00:00:00:02", "vnbbbb", "vethB", 11),)))
+    pruned = prune(store, netlink, no_pod_side, running(RUNNING))
+    assert pruned.problems == [] and len(pruned.notes) == 1 and "'vm0'" in pruned.notes[0]
+    assert pruned.done == [f"pruned domain 'vm0' ({GONE}): not running in libvirt; "
+                           "released 1 l2 binding(s)"]  # fmt: skip
+    assert netlink.host_links[11].altnames == ("vnbbbb",) and store.load(GONE) is None
+
+
 def test_prune_does_nothing_when_libvirt_cannot_be_asked(
     store: StateStore, netlink: FakeNetlink
 ) -> None:

@@ -299,7 +299,7 @@ def _prune(
         ) from None
     for line in pruned.done or ([] if pruned.problems else ["nothing to prune"]):
         say(line)
-    for line in pruned.problems:
+    for line in pruned.notes + pruned.problems:
         say(f"vmnet-hook: {line}", err=True)
     if pruned.problems:
         click.get_current_context().exit(1)

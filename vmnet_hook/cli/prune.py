@@ -21,6 +21,7 @@ Disconnect = Callable[[Sequence[GuestRecord]], list[str]]
 class Pruned:
     done: list[str] = field(default_factory=list)  # one line per domain released
     problems: list[str] = field(default_factory=list)  # what stays, and why
+    notes: list[str] = field(default_factory=list)  # pieces left alone as another's
 
 
 def prune(
@@ -66,8 +67,11 @@ def _release(
         problems = binding.release(uuid, netlink, store, disconnect)
     except VmnetError as error:
         problems = str(error).splitlines()
-    if problems:
-        pruned.problems += [f"{_who(uuid, state)}: {problem}" for problem in problems]
+    failures = binding.failed(problems)
+    who = _who(uuid, state)
+    pruned.problems += [f"{who}: {problem}" for problem in failures]
+    pruned.notes += [f"{who}: {note}" for note in problems if note not in failures]
+    if failures:
         return
     pieces = [f"{len(state.bindings)} l2 binding(s)"] if state.bindings else []
     pieces += [f"{len(state.guests)} pod side(s)"] if state.guests else []
