@@ -4,6 +4,7 @@ pod, and what `status` and `pods` show of it."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import signal
@@ -64,6 +65,18 @@ def pods_json() -> list[dict[str, Any]]:
     return list(json.loads(CliRunner().invoke(cli, ["pods", "--json"]).output))
 
 
+def restart_and_reconnect() -> None:
+    """Restart libvirtd and wait for its `reconnect begin` of the running guest, which
+    libvirtd runs in a thread of its own after it already answers: the hook's check takes
+    the host-wide lock (its file's mtime moves) and lets it go."""
+    lock = Path("/run/vmnet-hook/.lock")
+    before = lock.stat().st_mtime_ns
+    restart_libvirtd()
+    wait_until(lambda: lock.stat().st_mtime_ns != before, 30, "libvirtd's reconnect begin")
+    with lock.open("rb") as held:  # the hook lets it go last, after it saved what it mended
+        fcntl.flock(held, fcntl.LOCK_EX)
+
+
 def kill_dhcp(pid: int) -> None:
     """SIGKILL and wait until it is dead (a zombie: PID 1 here reaps nothing)."""
     os.kill(pid, signal.SIGKILL)
@@ -119,11 +132,11 @@ def test_libvirtd_restart_mends_only_the_dhcp_server_and_a_rebooted_guest_gets_i
     guest, _macs = start((f'pid="{pod.pid}" dev="eth0"', ""))
     guest.wait_for_lease("eth0")
     (before,) = status(guest.name)[1]
-    restart_libvirtd()  # reconnect begin: everything healthy, nothing touched
+    restart_and_reconnect()  # reconnect begin: everything healthy, nothing touched
     (after,) = status(guest.name)[1]
     assert after["dhcp_pid"] == before["dhcp_pid"] and after["state"] == "ok"
     kill_dhcp(int(before["dhcp_pid"]))
-    restart_libvirtd()  # reconnect begin starts it again
+    restart_and_reconnect()  # reconnect begin starts it again
     (mended,) = status(guest.name)[1]
     assert mended["state"] == "ok" and mended["dhcp_pid"] != before["dhcp_pid"]
     guest.check("(sleep 0.3; reboot -f) >/dev/null 2>&1 &")  # no hook runs: it asks DHCP again

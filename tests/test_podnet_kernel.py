@@ -4,14 +4,17 @@ the pod and the host exactly as they were."""
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import shlex
 import stat
 import subprocess
 import sys
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -158,3 +161,35 @@ def test_a_start_that_fails_half_way_leaves_nothing(
     assert pn.snapshot(pod.netns) == before
     assert not Path(f"/sys/class/net/{source}").exists()
     assert os.listdir(hook_env["VMNET_HOOK_STATE_DIR"]) == [".lock"]
+
+
+def test_reconnect_starts_a_killed_dhcp_server_again_and_status_says_ok(
+    podnets: pn.Podnets, run_hook: RunHook, hook_env: dict[str, str], released: list[str]
+) -> None:
+    """What a libvirtd restart does to a guest whose dnsmasq died: reconnect begin mends
+    it, and status then shows a live server with a new pid."""
+    pod = podnets.routed().pod()
+    xml, _source = domain(pod)
+    released.append(xml)
+    assert run_hook("vm1", "prepare", "begin", "-", xml=xml).returncode == 0
+    (before,) = _status_rows(hook_env)
+    os.kill(int(before["dhcp_pid"]), 9)
+    for _ in range(50):  # a zombie counts as gone; wait for the kill to land
+        if not _status_rows(hook_env)[0]["dhcp_alive"]:
+            break
+        time.sleep(0.1)
+    done = run_hook("vm1", "reconnect", "begin", "-", xml=xml)
+    assert (done.returncode, done.stdout, done.stderr) == (0, "", "")
+    (mended,) = _status_rows(hook_env)
+    assert (mended["state"], mended["problem"]) == ("ok", "")
+    assert mended["dhcp_alive"] and mended["dhcp_pid"] != before["dhcp_pid"]
+
+
+def _status_rows(hook_env: dict[str, str]) -> list[dict[str, Any]]:
+    done = subprocess.run(
+        [sys.executable, "-m", "vmnet_hook.cli.main", "status", "--json"], capture_output=True,
+        text=True, env={**hook_env, "PATH": f"/nonexistent:{os.environ['PATH']}"},
+        timeout=60, check=False,
+    )  # fmt: skip
+    rows: list[dict[str, Any]] = json.loads(done.stdout)
+    return rows
