@@ -72,19 +72,24 @@ def main(
         clock.doing = ""
         if not has_work(step, xml, annotated):
             return 0
-        if argv is not None:  # a longer-lived process (the CLI, tests): leave gc alone
-            return _work(args[:3], xml, out, err, clock)
-        import gc
+        return _work_once(args[:3], xml, out, err, clock, ends_with_call=argv is None)
 
-        # A process that ends with the call has no use for the cyclic collector, only its
-        # cost: its passes during pyroute2's imports, and its sweep of every object at exit
-        # (about 70 ms of a 310 ms prepare). Nothing here relies on a cycle being
-        # collected: netlink sockets and files are closed by `with`, state is renamed.
-        gc.disable()
-        try:
-            return _work(args[:3], xml, out, err, clock)
-        finally:
-            gc.freeze()
+
+def _work_once(args: list[str], xml: bytes, out: TextIO | None, err: TextIO | None,
+               clock: deadline, ends_with_call: bool) -> int:  # fmt: skip
+    if not ends_with_call:  # a longer-lived process (the CLI, tests): leave gc alone
+        return _work(args, xml, out, err, clock)
+    import gc
+
+    # A process that ends with the call has no use for the cyclic collector, only its
+    # cost: its passes during pyroute2's imports, and its sweep of every object at exit
+    # (about 70 ms of a 310 ms prepare). Nothing here relies on a cycle being collected:
+    # netlink sockets and files are closed by `with`, state is renamed.
+    gc.disable()
+    try:
+        return _work(args, xml, out, err, clock)
+    finally:
+        gc.freeze()
 
 
 def plug_closed_descriptors() -> None:
