@@ -10,8 +10,11 @@ The C events are where the side effects are (``os.write``, ``os.replace``, ``os.
 rename, not only before or after the function that does both. Not counted:
 
 - events inside pyroute2, lxml, psutil or subprocess: a kernel operation is atomic, so a
-  kill inside a library call leaves what a kill at the hook's next step leaves. (A child
-  the hook waits for, nft or dnsmasq, is never running at a step: the hook is blocked.)
+  kill inside a library call leaves what a kill at the hook's next step leaves. One
+  exception: the moment a child has been forked (``_posixsubprocess.fork_exec`` returned,
+  whoever called it) is a step. The hook then only waits, so without it no kill would land
+  while nft or dnsmasq runs, which is when a deadline or an OOM kill may well come: the
+  child outlives the hook and races the release that follows.
 - importing vmnet_hook modules (module code and what it calls, e.g. dataclass
   machinery): an import changes nothing on the host, so a kill there is the kill at the
   next step; counted, imports were 40 % of a prepare's steps.
@@ -26,6 +29,7 @@ pod-namespace thread, ``main=`` the main thread's stack). Standard library only.
 
 from __future__ import annotations
 
+import _posixsubprocess
 import itertools
 import os
 import runpy
@@ -64,17 +68,21 @@ class KillPoint:
         self.at, self.report = at, report
         self.counter = itertools.count(1)  # next() is atomic under the GIL: threads share it
         self.last = 0
-
         self.importing = 0  # depth of vmnet_hook module code being run
 
     def __call__(self, frame: FrameType, event: str, arg: object) -> None:
+        if event == "c_return" and arg is _posixsubprocess.fork_exec:
+            self.step(frame, "child", arg)  # a child runs: the kill lands while it does
+            return
         if event not in EVENTS or not in_package(frame):
             return
         if frame.f_code.co_name == "<module>":
             self.importing += {"call": 1, "return": -1}.get(event, 0)
             return
-        if self.importing:
-            return
+        if not self.importing:
+            self.step(frame, event, arg)
+
+    def step(self, frame: FrameType, event: str, arg: object) -> None:
         self.last = step = next(self.counter)
         if step == self.at:
             self.die(frame, event, arg, step)
@@ -82,7 +90,7 @@ class KillPoint:
     def die(self, frame: FrameType, event: str, arg: object, step: int) -> None:
         module = frame.f_globals.get("__name__", "?")
         where = f"{module} {frame.f_code.co_qualname}"
-        if event.startswith("c_"):
+        if event.startswith("c_") or event == "child":
             where += f"->{getattr(arg, '__module__', None) or ''}.{getattr(arg, '__name__', arg)}"
         thread = threading.current_thread()
         line = (

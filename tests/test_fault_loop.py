@@ -8,8 +8,9 @@ and run it again. After every round the host and the pod must be exactly as foun
 
 Steps are counted by tests/killpoint.py (its docstring says what a step is and why):
 one unkilled calibration run of each operation gives its total T; each round draws its
-kill point N in 1..T from a ``random.Random`` seeded from VMNET_FAULT_LOOP_SEED, or at
-random (printed, and named in every failure: rerun with it to replay the same kills).
+kill point N uniformly in 1..T from a ``random.Random`` seeded from VMNET_FAULT_LOOP_SEED,
+or at random (printed, and named in every failure with N, T and the function the kill
+landed in: rerun with it to replay the same kills).
 
 Runtime on the 2-core development machine: about 60 s for the 100 rounds.
 """
@@ -23,6 +24,7 @@ import secrets
 import signal
 import subprocess
 import sys
+import time
 import uuid as uuidlib
 from collections import Counter
 from collections.abc import Iterator
@@ -90,6 +92,7 @@ class Outcome:
     stdout: str
     stderr: str
     report: str  # killpoint's last line: "total T", or the step it died at; "" if run plainly
+    group: int  # its process group, which the children it started (nft, dnsmasq) share
 
     def shown(self) -> str:
         return f"exit {self.status}, stderr {self.stderr.strip()!r}, killpoint {self.report!r}"
@@ -119,12 +122,14 @@ class Hook:
             argv.insert(1, str(KILLPOINT))
             env = {**env, "KILLPOINT_AT": str(kill_at), "KILLPOINT_REPORT": str(self.report)}
             self.report.unlink(missing_ok=True)
-        done = subprocess.run(argv, input=self.setup.xml, capture_output=True, text=True,
-                              env=env, timeout=60, check=False)  # fmt: skip
+        with subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, env=env,
+                              start_new_session=True) as hook:  # fmt: skip
+            stdout, stderr = hook.communicate(self.setup.xml, timeout=60)
         report = ""
         if kill_at is not None and self.report.exists():
             report = self.report.read_text().strip()
-        return Outcome(done.returncode, done.stdout, done.stderr, report)
+        return Outcome(hook.returncode, stdout, stderr, report, hook.pid)
 
     def total(self, operation: str, subop: str) -> int:
         """Calibration: the steps of one unkilled run."""
@@ -176,6 +181,25 @@ def live_dnsmasqs(state_dir: Path) -> list[tuple[int, str]]:
     return sorted(found)
 
 
+def stragglers(group: int, seconds: float = 6) -> list[str]:
+    """Waits for what a killed hook's process group still runs (a child started just before
+    the kill: it runs on, as under libvirt); what is still alive after ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while True:
+        alive = []
+        for entry in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                fields = Path(f"/proc/{entry}/stat").read_text().rpartition(")")[2].split()
+                cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ")
+            except OSError:
+                continue
+            if fields[2] == str(group) and fields[0] != "Z":
+                alive.append(f"{entry} {cmdline.decode(errors='replace').strip()}")
+        if not alive or time.monotonic() > deadline:
+            return alive
+        time.sleep(0.02)
+
+
 def differences(before: dict[str, str], after: dict[str, str]) -> str:
     """A unified diff of each part that changed; empty when none did."""
     parts = []
@@ -210,14 +234,16 @@ def held_once(setup: Setup, prepared: Outcome) -> list[str]:
 
 
 def plan_rounds(rng: random.Random, prepare_total: int, release_total: int) -> list[Round]:
+    """Each kill point is drawn as a fraction of the run, then scaled to its T: a replay on
+    a host where T differs by a few steps (polling loops, listings) kills at the same place
+    to within those steps."""
     rounds = []
     for number in range(1, ROUNDS + 1):
-        prepare_at = rng.randint(1, prepare_total)
+        prepare_at = 1 + int(rng.random() * prepare_total)
         then: Next = rng.choice(["release", "prepare"])
-        killed = rng.random() < RELEASE_KILL_SHARE
-        rounds.append(
-            Round(number, prepare_at, then, rng.randint(1, release_total) if killed else 0)
-        )
+        killed, where = rng.random() < RELEASE_KILL_SHARE, rng.random()
+        release_at = 1 + int(where * release_total) if killed else 0
+        rounds.append(Round(number, prepare_at, then, release_at))
     return rounds
 
 
@@ -234,6 +260,7 @@ def play(hook: Hook, plan: Round) -> Played:
     played = Played()
     killed = hook.run("prepare", "begin", kill_at=plan.prepare_at)
     played.log.append(f"prepare killed at N={plan.prepare_at}: {killed.shown()}")
+    killed_groups = [killed.group]
     if killed.status == -signal.SIGKILL and not killed.report.startswith("total"):
         played.landed = killed.report.split()[2]  # the module that was running
     elif killed.status != 0 or not killed.report.startswith("total"):
@@ -249,10 +276,15 @@ def play(hook: Hook, plan: Round) -> Played:
     if plan.release_at:
         cut = hook.run("release", "end", kill_at=plan.release_at)
         played.log.append(f"release killed at N={plan.release_at}: {cut.shown()}")
+        killed_groups.append(cut.group)
     released = hook.run("release", "end")
     played.log.append(f"release: {released.shown()}")
     if (released.status, released.stderr) != (0, ""):
         played.wrong.append("release end failed")
+    for group in killed_groups:  # their children's late work must be undone too: wait for it
+        played.wrong += [
+            f"still running after 6 s, from a killed hook: {p}" for p in stragglers(group)
+        ]
     return played
 
 
