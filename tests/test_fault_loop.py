@@ -167,34 +167,36 @@ def state_files(state_dir: Path) -> list[str]:
         return []
 
 
-def live_dnsmasqs(state_dir: Path) -> list[tuple[int, str]]:
-    """Live (not zombie: PID 1 does not reap here) processes naming ``state_dir``."""
-    found = []
+def processes() -> Iterator[tuple[int, list[str], str]]:
+    """Each process: its pid, its /proc/PID/stat fields after the name (state, ppid, pgrp,
+    ...) and its command line."""
     for entry in filter(str.isdigit, os.listdir("/proc")):
         try:
-            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().decode(errors="replace")
-            state = Path(f"/proc/{entry}/stat").read_text().rpartition(")")[2].split()[0]
+            fields = Path(f"/proc/{entry}/stat").read_text().rpartition(")")[2].split()
+            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ")
         except OSError:
-            continue
-        if str(state_dir) in cmdline and state != "Z" and "dnsmasq" in cmdline:
-            found.append((int(entry), cmdline.replace("\0", " ").strip()))
-    return sorted(found)
+            continue  # gone meanwhile
+        yield int(entry), fields, cmdline.decode(errors="replace").strip()
+
+
+def live_dnsmasqs(state_dir: Path) -> list[tuple[int, str]]:
+    """Live dnsmasqs naming ``state_dir`` (a zombie is gone: PID 1 does not reap here)."""
+    return sorted(
+        (pid, cmdline)
+        for pid, fields, cmdline in processes()
+        if fields[0] != "Z"
+        and str(state_dir) in cmdline
+        and os.path.basename(cmdline.split(" ", 1)[0]) == "dnsmasq"
+    )
 
 
 def stragglers(group: int, seconds: float = 6) -> list[str]:
     """Waits for what a killed hook's process group still runs (a child started just before
-    the kill: it runs on, as under libvirt); what is still alive after ``seconds``."""
+    the kill runs on, as under libvirt); what is still alive after ``seconds``."""
     deadline = time.monotonic() + seconds
     while True:
-        alive = []
-        for entry in filter(str.isdigit, os.listdir("/proc")):
-            try:
-                fields = Path(f"/proc/{entry}/stat").read_text().rpartition(")")[2].split()
-                cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ")
-            except OSError:
-                continue
-            if fields[2] == str(group) and fields[0] != "Z":
-                alive.append(f"{entry} {cmdline.decode(errors='replace').strip()}")
+        alive = [f"{pid} {cmdline}" for pid, fields, cmdline in processes()
+                 if fields[2] == str(group) and fields[0] != "Z"]  # fmt: skip
         if not alive or time.monotonic() > deadline:
             return alive
         time.sleep(0.02)
@@ -260,32 +262,42 @@ def play(hook: Hook, plan: Round) -> Played:
     played = Played()
     killed = hook.run("prepare", "begin", kill_at=plan.prepare_at)
     played.log.append(f"prepare killed at N={plan.prepare_at}: {killed.shown()}")
-    killed_groups = [killed.group]
     if killed.status == -signal.SIGKILL and not killed.report.startswith("total"):
-        played.landed = killed.report.split()[2]  # the module that was running
-    elif killed.status != 0 or not killed.report.startswith("total"):
-        played.wrong.append("the killed prepare ended otherwise than by its kill point")
+        played.landed = killed.report.split()[2].removeprefix("vmnet_hook.")
+    killed_groups = [expect_killed_or_done(played, killed)]
     if plan.then == "prepare":
-        prepared = hook.run("prepare", "begin")
-        played.log.append(f"prepare again: {prepared.shown()}")
-        if (prepared.status, prepared.stderr) != (0, ""):
-            played.wrong.append("the prepare after the kill failed")
-        else:
-            missing = held_once(hook.setup, prepared)
-            played.wrong += [f"after the prepare again, not so: {what}" for what in missing]
+        prepare_again(hook, played)
     if plan.release_at:
         cut = hook.run("release", "end", kill_at=plan.release_at)
         played.log.append(f"release killed at N={plan.release_at}: {cut.shown()}")
-        killed_groups.append(cut.group)
+        killed_groups.append(expect_killed_or_done(played, cut))
     released = hook.run("release", "end")
     played.log.append(f"release: {released.shown()}")
     if (released.status, released.stderr) != (0, ""):
         played.wrong.append("release end failed")
     for group in killed_groups:  # their children's late work must be undone too: wait for it
-        played.wrong += [
-            f"still running after 6 s, from a killed hook: {p}" for p in stragglers(group)
-        ]
+        played.wrong += [f"still running after 6 s, from a killed hook: {process}"
+                         for process in stragglers(group)]  # fmt: skip
     return played
+
+
+def expect_killed_or_done(played: Played, run: Outcome) -> int:
+    """A run under killpoint dies by SIGKILL at its step, or ends well (N past its end)."""
+    killed = run.status == -signal.SIGKILL and not run.report.startswith("total ")
+    done = (run.status, run.stderr) == (0, "") and run.report.startswith("total ")
+    if not (killed or done):
+        played.wrong.append("a run under killpoint ended otherwise than at its kill point")
+    return run.group
+
+
+def prepare_again(hook: Hook, played: Played) -> None:
+    prepared = hook.run("prepare", "begin")
+    played.log.append(f"prepare again: {prepared.shown()}")
+    if (prepared.status, prepared.stderr) != (0, ""):
+        played.wrong.append("the prepare after the kill failed")
+    else:
+        missing = held_once(hook.setup, prepared)
+        played.wrong += [f"after the prepare again, not so: {what}" for what in missing]
 
 
 @pytest.fixture
@@ -320,7 +332,8 @@ def test_killed_prepares_and_releases_leave_nothing_behind(
     as_found = world(setup)
     prepare_total = hook.total("prepare", "begin")
     release_total = hook.total("release", "end")
-    assert differences(as_found, world(setup)) == "", "calibration left something behind"
+    left = differences(as_found, world(setup))
+    assert left == "", f"an unkilled prepare and release left something behind:\n{left}"
     print(f"fault loop: T={prepare_total} steps per prepare, {release_total} per release")
     landed: Counter[str] = Counter()
     for plan in plan_rounds(random.Random(seed), prepare_total, release_total):
