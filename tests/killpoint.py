@@ -20,8 +20,8 @@ rename, not only before or after the function that does both. Not counted:
   next step; counted, imports were 40 % of a prepare's steps.
 
 Counting events, not time, makes a kill point reproducible: the same N kills at the same
-step on every run (the count varies only where the hook's own loops see a different host,
-e.g. more links). With ``KILLPOINT_AT`` 0 nothing is killed; either way, a run that ends
+step on every run, give or take the few steps by which a run's count varies: the hook's
+own loops see a different host, or wait (a release polls until dnsmasq has exited). With ``KILLPOINT_AT`` 0 nothing is killed; either way, a run that ends
 writes ``total T`` to the report, and a killed one writes the step it died at:
 ``N EVENT MODULE FUNCTION FILE:LINE thread=NAME stack=OUTER>...>INNER`` (and, in a
 pod-namespace thread, ``main=`` the main thread's stack). Standard library only.
