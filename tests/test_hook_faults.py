@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -343,3 +344,60 @@ def test_release_with_a_config_broken_after_start_releases_and_says_why(
     finally:
         place.remove_pointer(vm.uuid)
         shutil.rmtree(state_dir, ignore_errors=True)
+
+
+KILLED_AT_FSYNC = """
+import os, runpy, signal, sys
+def profile(frame, event, arg):
+    if event == "c_call" and arg is os.fsync:
+        os.kill(os.getpid(), signal.SIGKILL)
+sys.setprofile(profile)
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+def hook_killed_writing(env: dict[str, str], *args: str, xml: str) -> int:
+    """The hook, SIGKILLed at its first fsync: a file written whole, not yet renamed."""
+    return subprocess.run([sys.executable, "-c", KILLED_AT_FSYNC, str(HOOK), "vm1", *args, "-"],
+                          input=xml, text=True, capture_output=True, env=env, timeout=60,
+                          check=False).returncode  # fmt: skip
+
+
+def test_a_prepare_killed_writing_its_state_leaves_a_temporary_release_removes(
+    make_pod: MakePod, hook_env: dict[str, str]
+) -> None:
+    """Killed before its first state file is renamed into place: nothing is bound yet,
+    and the one thing left, the temporary file, goes at release end."""
+    state_dir = Path(hook_env["VMNET_HOOK_STATE_DIR"])
+    pod = make_pod()
+    vm = vm_on(pod)
+    assert hook_killed_writing(hook_env, "prepare", "begin", xml=vm.xml) == -signal.SIGKILL
+    assert set(os.listdir(state_dir)) == {".lock", f".{vm.uuid}.json.tmp"}
+    done = hook(hook_env, "release", "end", xml=vm.xml)
+    assert (done.returncode, done.stdout, done.stderr) == (0, "", "")
+    assert os.listdir(state_dir) == [".lock"]
+    nothing_left(pod, vm, state_dir)
+
+
+def test_a_prepare_killed_writing_its_pointer_leaves_a_temporary_release_removes(
+    make_pod: MakePod, config_env: dict[str, str], tmp_path: Path
+) -> None:
+    """A config that names a state_dir: prepare first writes a pointer in the default
+    state dir; killed inside that write, it leaves only the pointer's temporary file."""
+    state_dir = tmp_path / "moved-state"
+    (tmp_path / "config").write_text(f"[vmnet-hook]\nstate_dir = {state_dir}\n")
+    env = {k: v for k, v in config_env.items() if k != "VMNET_HOOK_STATE_DIR"}
+    pod = make_pod()
+    vm = vm_on(pod)
+    temporary = Path(place.pointer_path(vm.uuid)).with_name(f".{vm.uuid}.at.tmp")
+    try:
+        assert hook_killed_writing(env, "prepare", "begin", xml=vm.xml) == -signal.SIGKILL
+        assert temporary.exists() and not state_dir.exists()
+        done = hook(env, "release", "end", xml=vm.xml)
+        assert (done.returncode, done.stdout, done.stderr) == (0, "", "")
+        assert not temporary.exists()
+        nothing_left(pod, vm, state_dir)
+    finally:
+        temporary.unlink(missing_ok=True)
+        place.remove_pointer(vm.uuid)

@@ -1,5 +1,6 @@
-"""The one way the hook reads a small file it did not write just now: config, state,
-pointers, pid files, the lock's holder. Standard library only (the gate uses it).
+"""The one way the hook reads a small file it did not write just now (config, state,
+pointers, pid files, the lock's holder), and the one way it writes one whole or not at
+all. Standard library only (the gate uses it).
 
 A FIFO would block, a device could act on open, a link could lead anywhere, and a file
 can be of any size: so only regular files are read, never following a link unless asked
@@ -8,9 +9,13 @@ can be of any size: so only regular files are read, never following a link unles
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import stat
 from dataclasses import dataclass
+
+from vmnet_hook import temporary_of
 
 OPEN_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
 
@@ -41,6 +46,39 @@ def read_regular(
         return b"".join(chunks), info
     finally:
         os.close(fd)
+
+
+def write_whole(path: str, payload: bytes) -> None:
+    """``path`` holds ``payload`` whole, or is as it was: written to ``temporary_of(path)``,
+    flushed to disk, renamed over ``path``. The temporary is gone on every failure, and one
+    a killed writer left is replaced: one writer at a time writes a given file (the host
+    lock serialises state, libvirt a domain's calls). OSError as the kernel said; a write
+    that makes no progress is a short write."""
+    temporary = temporary_of(path)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(temporary)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    fd = os.open(temporary, flags, 0o600)
+    try:
+        try:
+            _write_all(fd, payload)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
+
+
+def _write_all(fd: int, payload: bytes) -> None:
+    view, done = memoryview(payload), 0
+    while done < len(payload):
+        wrote = os.write(fd, view[done:])
+        if wrote <= 0:
+            raise OSError(errno.EIO, f"short write: {done} of {len(payload)} bytes written")
+        done += wrote
 
 
 def _require_regular(mode: int) -> None:

@@ -185,6 +185,7 @@ def release(
     prepare tries again; what is left alone as another's (a ``Note``) does not keep it."""
     state = store.load(uuid)
     if state is None:
+        store.sweep(uuid)  # a save killed before its first rename left its temporary
         return []
     problems = _unbind_own(uuid, state.bindings, netlink, store) if state.bindings else []
     own = [r for r in state.guests if r.nic.domain_uuid == uuid]

@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import sys
 
-from vmnet_hook import NAMESPACE_URI, is_uuid
+from vmnet_hook import NAMESPACE_URI, is_uuid, temporary_of
 from vmnet_hook.hook.operations import ANNOTATION, OPERATIONS, STATE
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing; mypy reads it as True
@@ -159,11 +159,16 @@ def state_dir_of(uuid: str) -> str | None:
     holds either the state or, where config names another state_dir, a pointer to it
     (``hook.pointer``). The pointer's own directory is returned; _work reads it."""
     overridden = os.environ.get(STATE_DIR_VARIABLE, "")
-    for directory in ([overridden] if overridden else []) + [DEFAULT_STATE_DIR]:
+    directories = ([overridden] if overridden else []) + [DEFAULT_STATE_DIR]
+    for directory in directories:
         if os.path.exists(os.path.join(directory, f"{uuid}.json")):
             return directory
     if os.path.exists(os.path.join(DEFAULT_STATE_DIR, uuid + POINTER_SUFFIX)):
         return DEFAULT_STATE_DIR
+    for directory in directories:  # only what a killed writer left: release removes it
+        names = (f"{uuid}.json", uuid + POINTER_SUFFIX)
+        if any(os.path.exists(temporary_of(os.path.join(directory, n))) for n in names):
+            return directory
     return None
 
 

@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 
-from vmnet_hook import config, files
+from vmnet_hook import config, files, temporary_of
 from vmnet_hook.errors import ConfigError, StateError
 from vmnet_hook.hook import gate
 
@@ -67,7 +66,9 @@ def _followed(found: str, uuid: str) -> str:
     """``found`` (from gate.state_dir_of), or the state dir its pointer names."""
     if os.path.exists(os.path.join(found, f"{uuid}.json")):
         return found
-    return read_pointer(uuid)
+    if os.path.exists(pointer_path(uuid)):
+        return read_pointer(uuid)
+    return found  # only a killed writer's temporary file: release removes it there
 
 
 def pointer_path(uuid: str) -> str:
@@ -82,23 +83,20 @@ def write_pointer(uuid: str, state_dir: str) -> None:
     """Record, before anything is bound, where ``uuid``'s state is: written whole or not
     at all, in a directory only root can change."""
     config.check_state_dir(gate.DEFAULT_STATE_DIR)
-    os.makedirs(gate.DEFAULT_STATE_DIR, mode=0o700, exist_ok=True)
-    fd, temporary = tempfile.mkstemp(prefix=f".{uuid}.", dir=gate.DEFAULT_STATE_DIR)
+    from vmnet_hook.host.state import directory_error  # prepare's path loads it anyway
+
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(state_dir + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, pointer_path(uuid))
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
-        raise
+        os.makedirs(gate.DEFAULT_STATE_DIR, mode=0o700, exist_ok=True)
+        files.write_whole(pointer_path(uuid), (state_dir + "\n").encode())
+    except OSError as error:
+        raise directory_error(gate.DEFAULT_STATE_DIR, error) from None
 
 
 def remove_pointer(uuid: str) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(pointer_path(uuid))
+    """The pointer, and a temporary file a killed ``write_pointer`` left."""
+    for path in (pointer_path(uuid), temporary_of(pointer_path(uuid))):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
 
 
 def read_pointer(uuid: str) -> str:

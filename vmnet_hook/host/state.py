@@ -13,12 +13,11 @@ import fcntl
 import json
 import os
 import stat
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 
-from vmnet_hook import files, is_uuid
+from vmnet_hook import files, is_uuid, temporary_of
 from vmnet_hook.errors import StateError
 from vmnet_hook.host import schema
 from vmnet_hook.podnet.record import GuestRecord
@@ -115,32 +114,25 @@ class StateStore:
         return (found.st_ino, found.st_mtime_ns)
 
     def save(self, uuid: str, state: DomainState) -> None:
-        """Atomically: a new file renamed over the old one. Any failure is a StateError
-        naming the directory, and the temporary file is gone, whatever interrupted."""
-        path = self.path(uuid)
+        """Atomically, under ``lock()``: a new file renamed over the old one. Any failure
+        is a StateError naming the directory, and no temporary file is left."""
         payload = json.dumps({"version": VERSION, **asdict(state)}, indent=1).encode()
         self._make_dir()
         self._sweep_temporaries()
         try:
-            fd, temporary = tempfile.mkstemp(".tmp", f".{uuid}.", self.state_dir)
+            files.write_whole(self.path(uuid), payload)
         except OSError as error:
             raise directory_error(self.state_dir, error) from None
-        try:
-            try:
-                _write_all(fd, payload)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(temporary, path)
-        except BaseException as error:
-            with contextlib.suppress(OSError):
-                os.unlink(temporary)
-            if isinstance(error, OSError):
-                raise directory_error(self.state_dir, error) from None
-            raise
+
+    def sweep(self, uuid: str) -> None:
+        """The temporary file a save of ``uuid`` killed before its rename left, if any."""
+        with contextlib.suppress(OSError):
+            os.unlink(temporary_of(self.path(uuid)))
 
     def remove(self, uuid: str) -> None:
+        """The state of ``uuid``, and what a killed save of it left."""
         path = self.path(uuid)
+        self.sweep(uuid)
         try:
             os.unlink(path)
         except FileNotFoundError:
@@ -242,7 +234,8 @@ class StateStore:
 
 
 def is_temporary(name: str) -> bool:
-    """``.<uuid>.<random>[.tmp]``: a file ``save`` writes before renaming it."""
+    """``.<uuid>.json.tmp`` (``temporary_of``), or ``.<uuid>.<random>[.tmp]`` of older
+    versions: a file written before it is renamed."""
     return name.startswith(".") and is_uuid(name[1:37]) and name[37:38] == "."
 
 
@@ -269,16 +262,6 @@ _DIRECTORY_PROBLEMS = {
     errno.EEXIST: ("is not a directory", f"remove what stands in its way, {_ELSEWHERE}"),
     errno.EIO: ("has an I/O error", f"check its file system and disk, {_ELSEWHERE}"),
 }
-
-
-def _write_all(fd: int, payload: bytes) -> None:
-    """Every byte, or an OSError: a write that makes no progress is a short write."""
-    view, done = memoryview(payload), 0
-    while done < len(payload):
-        wrote = os.write(fd, view[done:])
-        if wrote <= 0:
-            raise OSError(errno.EIO, f"short write: {done} of {len(payload)} bytes written")
-        done += wrote
 
 
 def _read_bounded(path: str) -> tuple[bytes, Stamp] | None:
