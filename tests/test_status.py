@@ -57,7 +57,7 @@ def test_a_binding_whose_domain_libvirt_does_not_run_is_stale(
     store: StateStore, netlink: FakeNetlink
 ) -> None:
     two_domains(store)
-    found = status.report(store, fake(netlink), running(RUNNING), None)
+    found = status.report([store], fake(netlink), running(RUNNING), None)
     assert [(row.domain, row.state, row.stale) for row in found.rows] == [
         ("vm0", "ok", True), ("vm1", "ok", False)]  # fmt: skip
     assert found.failed
@@ -77,7 +77,7 @@ def test_when_libvirt_cannot_be_asked_nothing_is_stale(
     store: StateStore, netlink: FakeNetlink
 ) -> None:
     two_domains(store)
-    found = status.report(store, fake(netlink), unknown, None)
+    found = status.report([store], fake(netlink), unknown, None)
     assert [(row.running, row.stale) for row in found.rows] == [(None, False), (None, False)]
     assert not found.failed
     assert status.notes(found) == [
@@ -90,7 +90,7 @@ def test_an_unreadable_state_file_is_a_row_and_fails_status(
 ) -> None:
     two_domains(store)
     Path(store.path(GONE)).write_text('{"domain": "vm0", "bindings": [], "extra": 1}')
-    found = status.report(store, fake(netlink), running(RUNNING), "vm1")
+    found = status.report([store], fake(netlink), running(RUNNING), "vm1")
     assert found.failed and len(found.rows) == 1
     assert status.to_lines(found)[1:] == [
         f"{store.path(GONE)}  unreadable (unexpected field extra): if no running domain has "
@@ -105,13 +105,13 @@ def test_prune_releases_only_the_domains_libvirt_does_not_run(
     store: StateStore, netlink: FakeNetlink
 ) -> None:
     two_domains(store)
-    pruned = prune(store, netlink, no_pod_side, running(RUNNING))
+    pruned = prune([store], netlink, no_pod_side, running(RUNNING))
     assert pruned.done == [f"pruned domain 'vm0' ({GONE}): not running in libvirt; "
                            "released 1 l2 binding(s)"]  # fmt: skip
     assert pruned.problems == []
     assert netlink.host_links[11].altnames == () and netlink.host_links[10].altnames == ("vnaaaa",)
     assert store.load(GONE) is None and store.load(RUNNING) is not None
-    assert prune(store, netlink, no_pod_side, running(RUNNING)).done == []
+    assert prune([store], netlink, no_pod_side, running(RUNNING)).done == []
 
 
 def test_prune_of_a_record_naming_a_running_domains_altname_leaves_it_and_says_so(
@@ -121,7 +121,7 @@ def test_prune_of_a_record_naming_a_running_domains_altname_leaves_it_and_says_s
     domain keeps its altname, and the line is a note, not a failure."""
     store.save(RUNNING, DomainState("vm1", (Binding("52:54:00:00:00:01", "vnbbbb", "vethB", 11),)))
     store.save(GONE, DomainState("vm0", (Binding("52:54:00:00:00:02", "vnbbbb", "vethB", 11),)))
-    pruned = prune(store, netlink, no_pod_side, running(RUNNING))
+    pruned = prune([store], netlink, no_pod_side, running(RUNNING))
     assert pruned.problems == [] and len(pruned.notes) == 1 and "'vm0'" in pruned.notes[0]
     assert pruned.done == [f"pruned domain 'vm0' ({GONE}): not running in libvirt; "
                            "released 1 l2 binding(s)"]  # fmt: skip
@@ -133,7 +133,7 @@ def test_prune_does_nothing_when_libvirt_cannot_be_asked(
 ) -> None:
     two_domains(store)
     with pytest.raises(LibvirtUnknown):
-        prune(store, netlink, no_pod_side, unknown)
+        prune([store], netlink, no_pod_side, unknown)
     assert sorted(store.all()) == sorted([RUNNING, GONE])
     assert netlink.host_links[11].altnames == ("vnbbbb",)
 
@@ -141,7 +141,7 @@ def test_prune_does_nothing_when_libvirt_cannot_be_asked(
 def test_prune_never_touches_an_unreadable_file(store: StateStore, netlink: FakeNetlink) -> None:
     two_domains(store)
     Path(store.path(GONE)).write_text("{")
-    pruned = prune(store, netlink, no_pod_side, running(RUNNING))
+    pruned = prune([store], netlink, no_pod_side, running(RUNNING))
     assert pruned.done == []
     assert pruned.problems == [f"not pruned: state file {store.path(GONE)} is unreadable "
                                "(not JSON: Expecting property name enclosed in double quotes: "
@@ -160,7 +160,7 @@ def test_prune_leaves_a_domain_that_started_while_libvirt_was_asked(
         store.save(GONE, DomainState("vm0", store.load(GONE).bindings))  # type: ignore[union-attr]
         return frozenset({RUNNING})
 
-    pruned = prune(store, netlink, no_pod_side, restarted_meanwhile)
+    pruned = prune([store], netlink, no_pod_side, restarted_meanwhile)
     assert pruned.done == []
     assert pruned.problems == [f"domain 'vm0' ({GONE}): its state changed while libvirt was "
                                "asked; not pruned"]  # fmt: skip

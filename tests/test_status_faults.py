@@ -99,7 +99,7 @@ def test_a_row_whose_live_state_cannot_be_read_is_broken_alone(tmp_path: Path) -
         Binding("52:54:00:00:00:01", "vnaaaa", "vethA", 10),
         Binding("52:54:00:00:00:02", "vnbbbb", "vethB", 11))))  # fmt: skip
     netlink = Fails(veth(10, "vethA", "vnaaaa"), veth(11, "vethB", "vnbbbb"))
-    found = status.report(store, fake(netlink), running(RUNNING), None)
+    found = status.report([store], fake(netlink), running(RUNNING), None)
     assert [row.problem for row in found.rows] == [
         "", "cannot be checked: cannot read link vnbbbb: Invalid argument"]  # fmt: skip
     assert found.failed
@@ -123,6 +123,6 @@ def test_a_virsh_that_never_stops_printing_is_cut_short(
         f"virsh -c qemu:///system printed more than {MAX_OUTPUT_BYTES} bytes")  # fmt: skip
     store = StateStore(str(tmp_path / "state"))
     store.save(RUNNING, DomainState("vm1", (Binding("52:54:00:00:00:01", "vnaaaa", "vethA", 10),)))
-    found = status.report(store, fake(FakeNetlink(veth(10, "vethA", "vnaaaa"))),
+    found = status.report([store], fake(FakeNetlink(veth(10, "vethA", "vnaaaa"))),
                           lambda: virsh_running("qemu:///system"), None)  # fmt: skip
     assert found.libvirt_unknown and not any(row.stale for row in found.rows)

@@ -25,8 +25,8 @@ from vmnet_hook.text import printable
 
 if TYPE_CHECKING:  # the commands import their modules when they run
     from vmnet_hook.cli.libvirt import RunningDomains
+    from vmnet_hook.cli.status import Places
     from vmnet_hook.host.netlink import Pyroute2Netlink
-    from vmnet_hook.host.state import StateStore
 
 
 STDIN_CLOSED = False  # main() found descriptor 0 closed: /dev/null reads in its place
@@ -240,8 +240,9 @@ def status(domain: str | None, as_json: bool, prune: bool, libvirt_uri: str) -> 
     """Show what each running domain holds, checked live; exit 1 if a piece is missing,
     a state file cannot be read, or a domain libvirt does not run still holds pod NICs
     (`stale`: libvirt is asked with virsh; if it cannot be, nothing is marked stale).
-    With a broken config it reads the default state dir (or VMNET_HOOK_STATE_DIR's), as
-    release does, says why, and exits 1.
+    It reads the configured state dir, the default one and each one a pointer there
+    names; one anyone but root could change is named, not read. With a broken config it
+    reads the defaults' (VMNET_HOOK_STATE_DIR's), as release does, says why, and exits 1.
 
     For network='l2': the placeholder bound to the pod's host veth. For masquerade: the
     guest's link, its /30 and address, the DHCP server (alive or not), the nft table.
@@ -259,22 +260,23 @@ def status(domain: str | None, as_json: bool, prune: bool, libvirt_uri: str) -> 
     from vmnet_hook.cli import status as shown
     from vmnet_hook.cli.libvirt import virsh_running
     from vmnet_hook.host.netlink import Pyroute2Netlink
-    from vmnet_hook.host.state import StateStore
 
     if prune and as_json:
         raise click.UsageError("--prune prints lines, not JSON")
-    state_dir, config_error = shown.state_dir(config.config_path())
-    if config_broken := bool(config_error):
-        say(f"vmnet-hook: {config_error}; status reads the state directory {state_dir}", err=True)
-    store, netlink = StateStore(state_dir), Pyroute2Netlink()
-    running = partial(virsh_running, libvirt_uri)
+    where = shown.places(config.config_path())
+    if config_broken := bool(where.config_error):
+        read = [store.state_dir for store in where.stores]
+        dirs = f"the state director{'y' if len(read) == 1 else 'ies'} {', '.join(read)}"
+        say(f"vmnet-hook: {where.config_error}; status reads {dirs if read else 'nothing'}",
+            err=True)  # fmt: skip
+    netlink, running = Pyroute2Netlink(), partial(virsh_running, libvirt_uri)
     if prune:
-        _prune(store, netlink, running, domain)
+        _prune(where, netlink, running, domain)
         click.get_current_context().exit(1 if config_broken else 0)
-    found = shown.report(store, (netlink, netlink), running, domain)
+    found = shown.report(where.stores, (netlink, netlink), running, domain, where.refused)
     if as_json:
         echo(json.dumps(shown.to_json(found), indent=1))
-    elif not found.rows and not found.unreadable:
+    elif not found.rows and not found.unreadable and not found.refused:
         say("no bindings" + (f" for {domain}" if domain else ""))
     for line in [] if as_json else shown.to_lines(found):
         say(line)
@@ -285,14 +287,18 @@ def status(domain: str | None, as_json: bool, prune: bool, libvirt_uri: str) -> 
 
 
 def _prune(
-    store: StateStore, netlink: Pyroute2Netlink, running: RunningDomains, domain: str | None
+    where: Places, netlink: Pyroute2Netlink, running: RunningDomains, domain: str | None
 ) -> None:
+    from functools import partial
+
     from vmnet_hook.cli.libvirt import LibvirtUnknown
     from vmnet_hook.cli.prune import prune
     from vmnet_hook.podnet.attach import disconnect_all
 
     try:
-        pruned = prune(store, netlink, lambda r: disconnect_all(r, netlink), running, domain)
+        disconnect = partial(disconnect_all, netlink=netlink)
+        pruned = prune(where.stores, netlink, disconnect, running, domain)
+        pruned.problems[:0] = [f"not pruned: {line}" for line in where.refused]
     except LibvirtUnknown as error:
         raise LibvirtUnknown(
             f"cannot ask libvirt which domains run ({error}): nothing pruned"

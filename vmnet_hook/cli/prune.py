@@ -10,8 +10,9 @@ from dataclasses import dataclass, field
 from vmnet_hook.cli.libvirt import RunningDomains
 from vmnet_hook.core import binding
 from vmnet_hook.errors import VmnetError
+from vmnet_hook.hook.place import forget_pointer
 from vmnet_hook.host.netlink import Netlink
-from vmnet_hook.host.state import DomainState, StateStore
+from vmnet_hook.host.state import DomainState, Scan, StateStore
 from vmnet_hook.podnet.record import GuestRecord
 
 Disconnect = Callable[[Sequence[GuestRecord]], list[str]]
@@ -25,34 +26,45 @@ class Pruned:
 
 
 def prune(
-    store: StateStore,
+    stores: Sequence[StateStore],
     netlink: Netlink,
     disconnect: Disconnect,
     running_domains: RunningDomains,
     domain: str | None = None,
 ) -> Pruned:
     """The state files are read before libvirt is asked (a file written after that is a
-    starting domain's), and each is released under the store's lock only if it is still
-    the very file read. libvirt is asked outside the lock: a hook waiting for the lock
+    starting domain's), and each is released under its store's lock only if it is still
+    the very file read. libvirt is asked outside the locks: a hook waiting for a lock
     may hold the domain libvirt would have to report. LibvirtUnknown: nothing is done."""
-    scan = store.scan()
+    scans = [(store, store.scan()) for store in stores]
     running = running_domains()
-    pruned = Pruned(problems=[f"not pruned: {error}" for error in scan.unreadable])
-    stale = {
-        uuid: state
-        for uuid, state in scan.states.items()
-        if uuid not in running and domain in (None, uuid, state.domain)
-    }
-    if not stale:
-        return pruned
+    pruned = Pruned()
+    for store, scan in scans:
+        pruned.problems += [f"not pruned: {error}" for error in scan.unreadable]
+        stale = {
+            uuid: state
+            for uuid, state in scan.states.items()
+            if uuid not in running and domain in (None, uuid, state.domain)
+        }
+        if stale:
+            _prune_stale(store, scan, stale, (netlink, disconnect), pruned)
+    return pruned
+
+
+def _prune_stale(
+    store: StateStore,
+    scan: Scan,
+    stale: dict[str, DomainState],
+    undo: tuple[Netlink, Disconnect],
+    pruned: Pruned,
+) -> None:
     with store.lock():
         for uuid, state in stale.items():
             if store.stamp(uuid) != scan.stamps[uuid]:
                 pruned.problems.append(f"{_who(uuid, state)}: its state changed while "
                                        "libvirt was asked; not pruned")  # fmt: skip
                 continue
-            _release(uuid, state, store, netlink, disconnect, pruned)
-    return pruned
+            _release(uuid, state, store, *undo, pruned)
 
 
 def _release(
@@ -73,6 +85,7 @@ def _release(
     pruned.notes += [f"{who}: {note}" for note in problems if note not in failures]
     if failures:
         return
+    forget_pointer(uuid, store.state_dir)
     pieces = [f"{len(state.bindings)} l2 binding(s)"] if state.bindings else []
     pieces += [f"{len(state.guests)} pod side(s)"] if state.guests else []
     held = " and ".join(pieces) or "its record"

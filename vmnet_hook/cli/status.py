@@ -4,11 +4,13 @@ them belong to a domain libvirt does not run (stale); which state files cannot b
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from vmnet_hook.cli.libvirt import LibvirtUnknown, RunningDomains
-from vmnet_hook.errors import VmnetError
+from vmnet_hook.errors import ConfigError, StateError, VmnetError
 from vmnet_hook.host.netlink import Netlink, NetlinkSession, PodNetlink
 from vmnet_hook.host.state import Binding, DomainState, StateStore, UnreadableState
 from vmnet_hook.podnet import health
@@ -75,46 +77,109 @@ class Report:
     rows: list[Row]
     unreadable: tuple[UnreadableState, ...]
     libvirt_unknown: str  # why libvirt could not be asked; empty when it answered
+    refused: tuple[str, ...] = ()  # state dirs and pointers not read, and why
 
     @property
     def failed(self) -> bool:
-        return bool(self.unreadable) or any(row.problem or row.stale for row in self.rows)
+        rows = any(row.problem or row.stale for row in self.rows)
+        return bool(self.unreadable or self.refused) or rows
 
 
-def state_dir(config_path: str) -> tuple[str, str]:
+@dataclass(frozen=True)
+class Places:
+    """Where domains' state may be: the stores to read, and the places refused."""
+
+    stores: tuple[StateStore, ...]
+    refused: tuple[str, ...]  # one line each: a state dir or pointer not read, and why
+    config_error: str  # why the config could not be loaded; empty when it was
+
+
+def places(config_path: str, environ: Mapping[str, str] = os.environ) -> Places:
+    """The configured state dir (with a broken config, release end's: VMNET_HOOK_STATE_DIR's,
+    else the default) and, unless VMNET_HOOK_STATE_DIR sets one for tests and manual runs,
+    the default state dir and every state dir a pointer there names: domains started under
+    an earlier config keep their state where it was. A directory anyone but root could
+    change is refused, as the hook refuses it: what it records could name any pid or link."""
+    from vmnet_hook import config
+    from vmnet_hook.hook import gate
+
+    primary, config_error = state_dir(config_path, environ)
+    candidates, refused = [primary], list[str]()
+    if not environ.get(gate.STATE_DIR_VARIABLE):
+        pointed, refused = _pointed()
+        candidates += [gate.DEFAULT_STATE_DIR, *pointed]
+    stores = []
+    for directory in dict.fromkeys(candidates):
+        try:
+            config.check_state_dir(directory)
+        except ConfigError as error:
+            refused.append(f"{error}; not read")
+            continue
+        stores.append(StateStore(directory))
+    return Places(tuple(stores), tuple(refused), config_error)
+
+
+def state_dir(config_path: str, environ: Mapping[str, str] = os.environ) -> tuple[str, str]:
     """(the configured state dir, ""); with a broken config, as release end does, (the one
     VMNET_HOOK_STATE_DIR names, else the default; the config's error): what is bound is
     listed and pruned while the config is being fixed."""
-    import os
-
     from vmnet_hook import config
     from vmnet_hook.hook.place import defaults
 
     try:
-        return config.load(config_path).state_dir, ""
+        return config.load(config_path, environ).state_dir, ""
     except VmnetError as error:
-        return defaults(os.environ).state_dir, str(error)
+        return defaults(environ).state_dir, str(error)
+
+
+def _pointed() -> tuple[list[str], list[str]]:
+    """The state dirs the pointers in the default state dir name, and a line for each
+    pointer that cannot be read. Nothing while the default dir itself is refused."""
+    from vmnet_hook import config, is_uuid
+    from vmnet_hook.hook import gate, place
+
+    try:
+        config.check_state_dir(gate.DEFAULT_STATE_DIR)
+        names = sorted(os.listdir(gate.DEFAULT_STATE_DIR))
+    except (ConfigError, FileNotFoundError):
+        return [], []
+    except OSError as error:
+        return [], [f"state directory {gate.DEFAULT_STATE_DIR}: cannot list its "
+                    f"pointers ({error.strerror})"]  # fmt: skip
+    found, refused = [], []
+    suffix = gate.POINTER_SUFFIX
+    for uuid in (n.removesuffix(suffix) for n in names if n.endswith(suffix)):
+        if is_uuid(uuid):
+            try:
+                found.append(place.read_pointer(uuid))
+            except (StateError, ConfigError) as error:
+                refused.append(str(error))
+    return found, refused
 
 
 def report(
-    store: StateStore,
+    stores: Sequence[StateStore],
     netlinks: tuple[Netlink, PodNetlink],
     running_domains: RunningDomains,
     domain: str | None,
+    refused: Sequence[str] = (),
 ) -> Report:
-    """The state files first, then libvirt: a file already there belongs to a domain that
-    was active when it was written, so it is stale only if libvirt no longer runs it."""
-    scan = store.scan()
+    """The state files first, then libvirt (when there is any): a file already there
+    belongs to a domain that was active when it was written, so it is stale only if
+    libvirt no longer runs it."""
+    scans = [store.scan() for store in stores]
+    running: frozenset[str] | None = frozenset()
+    unknown = ""
     try:
-        running: frozenset[str] | None = running_domains()
-        unknown = ""
+        running = running_domains() if any(scan.states for scan in scans) else running
     except LibvirtUnknown as error:
         running, unknown = None, str(error)
-    rows: list[Row] = [
-        *statuses(scan.states, netlinks[0], domain, running),
-        *guest_statuses(scan.states, netlinks[1], domain, running),
-    ]
-    return Report(rows, scan.unreadable, unknown)
+    rows: list[Row] = []
+    for scan in scans:
+        rows += statuses(scan.states, netlinks[0], domain, running)
+        rows += guest_statuses(scan.states, netlinks[1], domain, running)
+    unreadable = tuple(error for scan in scans for error in scan.unreadable)
+    return Report(rows, unreadable, unknown, tuple(refused))
 
 
 def guest_statuses(
@@ -200,22 +265,27 @@ def _problem(host: NetlinkSession, binding: Binding) -> str:
 
 def to_json(found: Report) -> list[dict[str, Any]]:
     rows = [{**vars(row), "state": row.state, "stale": row.stale} for row in found.rows]
-    return rows + [
-        {
-            "state": "unreadable",
-            "path": e.path,
-            "uuid": e.uuid or None,
-            "problem": e.reason,
-            "fix": e.fix,
-        }
-        for e in found.unreadable
-    ]
+    return (
+        rows
+        + [
+            {
+                "state": "unreadable",
+                "path": e.path,
+                "uuid": e.uuid or None,
+                "problem": e.reason,
+                "fix": e.fix,
+            }
+            for e in found.unreadable
+        ]
+        + [{"state": "refused", "problem": line} for line in found.refused]
+    )
 
 
 def to_lines(found: Report) -> list[str]:
     """One line per row and per unreadable file."""
     lines = [_line(row) + (f": {row.problem}" if row.problem else "") for row in found.rows]
-    return lines + [f"{e.path}  unreadable ({e.reason}): {e.fix}" for e in found.unreadable]
+    lines += [f"{e.path}  unreadable ({e.reason}): {e.fix}" for e in found.unreadable]
+    return lines + list(found.refused)
 
 
 def notes(found: Report) -> list[str]:

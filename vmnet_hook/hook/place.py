@@ -99,6 +99,14 @@ def remove_pointer(uuid: str) -> None:
             os.unlink(path)
 
 
+def forget_pointer(uuid: str, state_dir: str) -> None:
+    """Remove ``uuid``'s pointer if it names ``state_dir``, whose state for ``uuid`` is
+    released; one that names another, or cannot be read, stays."""
+    with contextlib.suppress(StateError, ConfigError):
+        if os.path.lexists(pointer_path(uuid)) and read_pointer(uuid) == state_dir:
+            remove_pointer(uuid)
+
+
 def read_pointer(uuid: str) -> str:
     """The state dir ``uuid``'s pointer names. Never follows a link, never blocks, never
     reads without bound; a pointer anyone but root could have written is refused."""

@@ -1,0 +1,122 @@
+"""Kernel tier: where ``status`` and ``status --prune`` look (issue 11, rules 1, 6, 10).
+
+A state dir anyone but root could change is refused by the CLI as by the hook: what a
+record there names (an altname, a pid) is never acted on. With the config's state_dir
+moved or the config broken after a domain started, the pointer prepare left in the
+default state dir still leads status to the binding, and prune removes the pointer with
+the binding. These tests use the real default state dir only under their own UUID, and
+prune only that UUID.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from tests import test_status
+from tests.conftest import MakePod, RunHook
+from tests.test_hook_faults import NOBODY, Vm, altnames, hook, vm_on
+from tests.test_status import FakeVirsh
+from vmnet_hook.cli.main import cli
+from vmnet_hook.hook import place
+
+pytestmark = pytest.mark.kernel
+fake_virsh = test_status.fake_virsh  # the fixture, shared
+
+
+def row(vm: Vm, host_veth: str) -> str:
+    return f"vm1  52:54:00:12:34:56  l2  {vm.placeholder} -> {host_veth}  ok"
+
+
+@pytest.mark.parametrize(
+    ("owner", "mode", "why"),
+    [(NOBODY, 0o700, f"owned by uid {NOBODY}, not root"),
+     (0, 0o777, "writable by group or others (mode 0777)")],
+)  # fmt: skip
+def test_status_and_prune_refuse_a_state_dir_anyone_but_root_could_change(
+    make_pod: MakePod,
+    run_hook: RunHook,
+    hook_env: dict[str, str],
+    fake_virsh: FakeVirsh,
+    owner: int,
+    mode: int,
+    why: str,
+) -> None:
+    """A real binding, then its state dir handed to nobody (or opened to all): whoever
+    can write there could plant a record naming any altname or pid. Prune touches
+    nothing; once the dir is root's again, the same prune releases it."""
+    pod = make_pod()
+    vm = vm_on(pod)
+    assert run_hook("vm1", "prepare", "begin", "-", xml=vm.xml).returncode == 0
+    state_dir = Path(hook_env["VMNET_HOOK_STATE_DIR"])
+    fake_virsh("echo")  # libvirt runs nothing: the binding is stale
+    refused = (f"state directory {state_dir} is {why}: only root's configuration is "
+               f"trusted; chown root: {state_dir}; chmod go-w {state_dir}; not read")  # fmt: skip
+    try:
+        os.chown(state_dir, owner, owner)
+        state_dir.chmod(mode)
+        shown = CliRunner().invoke(cli, ["status"])
+        assert (shown.exit_code, shown.output) == (1, refused + "\n")
+        pruned = CliRunner().invoke(cli, ["status", "--prune"])
+        assert (pruned.exit_code, pruned.output) == (1, f"vmnet-hook: not pruned: {refused}\n")
+        assert altnames(pod.host_veth) == [vm.placeholder]
+        assert (state_dir / f"{vm.uuid}.json").exists()
+    finally:
+        os.chown(state_dir, 0, 0)
+        state_dir.chmod(0o700)
+    pruned = CliRunner().invoke(cli, ["status", "--prune"])
+    assert (pruned.exit_code, pruned.output) == (0, (
+        f"pruned domain 'vm1' ({vm.uuid}): not running in libvirt; released 1 l2 binding(s)\n"))  # fmt: skip
+    assert altnames(pod.host_veth) == []
+
+
+@pytest.fixture
+def moved(
+    hook_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> dict[str, str]:
+    """hook_env without VMNET_HOOK_STATE_DIR, its config naming tmp_path/moved-state: the
+    hook keeps its state there and a pointer in the default state dir."""
+    config = tmp_path / "config"
+    config.write_text(f"[vmnet-hook]\nstate_dir = {tmp_path / 'moved-state'}\n")
+    monkeypatch.delenv("VMNET_HOOK_STATE_DIR")
+    monkeypatch.setenv("VMNET_HOOK_CONFIG", str(config))
+    return dict(os.environ)
+
+
+@pytest.mark.parametrize("config_now", ["another state_dir", "a FIFO"])
+def test_a_pointer_leads_status_and_prune_to_a_state_dir_the_config_no_longer_names(
+    make_pod: MakePod, moved: dict[str, str], tmp_path: Path, fake_virsh: FakeVirsh,
+    config_now: str,
+) -> None:  # fmt: skip
+    pod = make_pod()
+    vm = vm_on(pod)
+    config, state_dir = tmp_path / "config", tmp_path / "moved-state"
+    try:
+        assert hook(moved, "prepare", "begin", xml=vm.xml).returncode == 0
+        assert place.read_pointer(vm.uuid) == str(state_dir)
+        config.unlink()
+        if config_now == "a FIFO":
+            os.mkfifo(config)
+        else:
+            config.write_text(f"[vmnet-hook]\nstate_dir = {tmp_path / 'elsewhere'}\n")
+        fake_virsh("echo")
+        shown = CliRunner().invoke(cli, ["status", vm.uuid])
+        assert row(vm, pod.host_veth) + "  stale\n" in shown.output
+        assert shown.exit_code == 1
+        if config_now == "a FIFO":
+            dirs = f"the state directories /run/vmnet-hook, {state_dir}"
+            assert f"; status reads {dirs}\n" in shown.output
+        pruned = CliRunner().invoke(cli, ["status", "--prune", vm.uuid])
+        assert pruned.output.endswith(f"pruned domain 'vm1' ({vm.uuid}): not running in "
+                                      "libvirt; released 1 l2 binding(s)\n")  # fmt: skip
+        assert altnames(pod.host_veth) == []
+        assert not (state_dir / f"{vm.uuid}.json").exists()
+        assert not os.path.lexists(place.pointer_path(vm.uuid))
+    finally:
+        hook(moved, "release", "end", xml=vm.xml)
+        place.remove_pointer(vm.uuid)
+        shutil.rmtree(state_dir, ignore_errors=True)
