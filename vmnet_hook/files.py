@@ -25,13 +25,14 @@ class NotReadable(ValueError):
 
 
 def read_regular(
-    path: str, limit: int, *, follow: bool = False
+    path: str, limit: int, *, follow: bool = False, dir_fd: int | None = None
 ) -> tuple[bytes, os.stat_result] | None:
-    """At most ``limit`` bytes of the regular file at ``path`` and what fstat says of it;
-    None when there is no such file. Raises NotReadable, or OSError as the kernel said."""
+    """At most ``limit`` bytes of the regular file at ``path`` (relative to ``dir_fd``
+    when given) and what fstat says of it; None when there is no such file. Raises
+    NotReadable, or OSError as the kernel said."""
     try:  # judge what the name is before opening anything: a device may act on open
-        _require_regular((os.stat if follow else os.lstat)(path).st_mode)
-        fd = os.open(path, OPEN_FLAGS | (0 if follow else os.O_NOFOLLOW))
+        _require_regular(os.stat(path, dir_fd=dir_fd, follow_symlinks=follow).st_mode)
+        fd = os.open(path, OPEN_FLAGS | (0 if follow else os.O_NOFOLLOW), dir_fd=dir_fd)
     except FileNotFoundError:
         return None
     try:
@@ -46,6 +47,54 @@ def read_regular(
         return b"".join(chunks), info
     finally:
         os.close(fd)
+
+
+def read_in_root(root: str, path: str, limit: int) -> tuple[bytes, os.stat_result] | None:
+    """``read_regular`` of ``path`` as a process whose root is ``root`` (a pod process's
+    ``/proc/PID/root``) sees it: its links resolved inside ``root``, as the pod resolves
+    them, never against the host's root and never above ``root`` (which a plain open of
+    ``/proc/PID/root/etc/x`` would do with an absolute link). Each directory is opened
+    from the last one without following links, so a link swapped in meanwhile is refused,
+    not followed. None when there is no such file; ELOOP after 40 links."""
+    names = _resolved_in(root, path)
+    parent = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for name in names[:-1]:
+            below = os.open(name, _DIRECTORY_FLAGS, dir_fd=parent)
+            os.close(parent)
+            parent = below
+        return read_regular(names[-1] if names else ".", limit, dir_fd=parent)
+    finally:
+        os.close(parent)
+
+
+_DIRECTORY_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def _resolved_in(root: str, path: str) -> list[str]:
+    """The names from ``root`` to ``path``'s file, every link but none of them resolved:
+    ``..`` and a link's absolute target stop at ``root``."""
+    names: list[str] = []
+    todo = [part for part in path.split("/") if part not in ("", ".")]
+    hops = 40
+    while todo:
+        part = todo.pop(0)
+        if part == "..":
+            names = names[:-1]
+            continue
+        try:
+            target = os.readlink(os.path.join(root, *names, part))
+        except OSError as error:
+            if error.errno not in (errno.EINVAL, errno.ENOENT):
+                raise
+            names.append(part)
+            continue
+        hops -= 1
+        if hops < 0:
+            raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), path)
+        names = [] if target.startswith("/") else names
+        todo[:0] = [part for part in target.split("/") if part not in ("", ".")]
+    return names
 
 
 def write_whole(path: str, payload: bytes) -> None:

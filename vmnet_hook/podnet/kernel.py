@@ -9,6 +9,7 @@ import re
 import shutil
 import subprocess
 
+from vmnet_hook import files
 from vmnet_hook.errors import PodNetError
 from vmnet_hook.host.netlink import PodSession
 from vmnet_hook.host.netns import run_in_netns
@@ -16,6 +17,7 @@ from vmnet_hook.podnet.plan import Dns, PodFacts, parse_owner
 
 NFT = "nft"
 TOOL_SECONDS = 5
+MAX_RESOLV_CONF = 65536
 # Searched after PATH: libvirtd may give its hooks a PATH without the sbin directories.
 SYSTEM_DIRS = ("/usr/sbin", "/sbin", "/usr/bin", "/bin")
 GUEST_LINK = re.compile(r"vg[0-9a-f]{12}")  # a pod end's name (``vg`` + ``plan.tag_of``)
@@ -52,15 +54,18 @@ def read_facts(inside: PodSession, pod_dev: str) -> PodFacts:
 
 
 def read_dns(pids: tuple[int, ...], proc_root: str, fallback: str = "/etc/resolv.conf") -> Dns:
-    """The pod's own resolv.conf, through a pod process's root; the host's without one."""
+    """The pod's own resolv.conf, through a pod process's root, its links resolved inside
+    the pod as the pod's resolver does; the host's (its own, links followed) when no pod
+    process has one that reads: a FIFO, a device or a huge file is never read."""
     for pid in pids:
-        path = f"{proc_root}/{pid}/root/etc/resolv.conf"
-        with contextlib.suppress(OSError, UnicodeDecodeError):
-            return parse_resolv_conf(_read_small(path), path)
-    try:
-        return parse_resolv_conf(_read_small(fallback), fallback)
-    except (OSError, UnicodeDecodeError):
-        return Dns((), (), "none")
+        root = f"{proc_root}/{pid}/root"
+        with contextlib.suppress(OSError, ValueError):
+            if found := files.read_in_root(root, "/etc/resolv.conf", MAX_RESOLV_CONF):
+                return parse_resolv_conf(found[0].decode(), f"{root}/etc/resolv.conf")
+    with contextlib.suppress(OSError, ValueError):
+        if found := files.read_regular(fallback, MAX_RESOLV_CONF, follow=True):
+            return parse_resolv_conf(found[0].decode(), fallback)
+    return Dns((), (), "none")
 
 
 def parse_resolv_conf(text: str, source: str) -> Dns:
@@ -74,11 +79,6 @@ def parse_resolv_conf(text: str, source: str) -> Dns:
         elif words and words[0] in ("search", "domain"):
             search = tuple(words[1:])  # the last one wins, as in the resolver
     return Dns(tuple(servers[:3]), search, source)
-
-
-def _read_small(path: str) -> str:
-    with open(path, encoding="utf-8") as handle:
-        return handle.read(65536)
 
 
 def holders(inside: PodSession, netns_path: str) -> list[dict[str, str]]:
