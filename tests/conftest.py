@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
 import subprocess
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +21,7 @@ REPO = Path(__file__).resolve().parent.parent
 DATA = REPO / "tests" / "data"
 HOOK = REPO / "hooks" / "qemu"
 IN_CI = os.environ.get("CI") == "true"
+DEV_LOG = "/dev/log"
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -135,3 +139,31 @@ class InstallLayout:
             "BIN_DIR": str(self.bin),
             **extra,
         }
+
+
+@pytest.fixture
+def syslog_lines() -> Iterator[list[str]]:
+    """What is sent to syslog while the test runs, from a socket bound at /dev/log (this
+    host runs no syslog daemon); drained all the time, so no sender ever blocks."""
+    if os.path.exists(DEV_LOG):
+        pytest.skip(f"{DEV_LOG} exists: a syslog daemon owns it, and this test cannot read it")
+    lines: list[str] = []
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(DEV_LOG)
+    sock.settimeout(0.2)
+    stop = threading.Event()
+
+    def drain() -> None:
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                lines.append(sock.recv(65536).decode("utf-8", "replace"))
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    try:
+        yield lines
+    finally:
+        stop.set()
+        reader.join()
+        sock.close()
+        os.unlink(DEV_LOG)

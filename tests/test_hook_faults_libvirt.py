@@ -8,10 +8,6 @@ and syslog says what is wrong with the config.
 
 from __future__ import annotations
 
-import contextlib
-import os
-import socket
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -33,36 +29,7 @@ from tests.test_libvirt import (  # noqa: F401 (fixtures)
 pytestmark = pytest.mark.libvirt
 
 CONFIG = Path("/etc/vmnet-hook/config")  # install.sh writes none: the hook's default path
-DEV_LOG = "/dev/log"
 DECOY = "00000000-0000-4000-8000-000000000000"
-
-
-@pytest.fixture
-def syslog_lines() -> Iterator[list[str]]:
-    """What is sent to syslog while the test runs, from a socket bound at /dev/log (this
-    host runs no syslog daemon); drained all the time, so no sender ever blocks."""
-    if os.path.exists(DEV_LOG):
-        pytest.skip(f"{DEV_LOG} exists: a syslog daemon owns it, and this test cannot read it")
-    lines: list[str] = []
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    sock.bind(DEV_LOG)
-    sock.settimeout(0.2)
-    stop = threading.Event()
-
-    def drain() -> None:
-        while not stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                lines.append(sock.recv(65536).decode("utf-8", "replace"))
-
-    reader = threading.Thread(target=drain, daemon=True)
-    reader.start()
-    try:
-        yield lines
-    finally:
-        stop.set()
-        reader.join()
-        sock.close()
-        os.unlink(DEV_LOG)
 
 
 @pytest.fixture

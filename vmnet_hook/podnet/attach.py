@@ -19,6 +19,7 @@ from vmnet_hook.host.netlink import PodNetlink, PodSession
 from vmnet_hook.host.netns import HOST_NETNS
 from vmnet_hook.host.pods import PodNetns
 from vmnet_hook.host.resolve import HostVeth, already_carries, guests_on
+from vmnet_hook.host.state import directory_error
 from vmnet_hook.podnet import dhcp, kernel, wire
 from vmnet_hook.podnet.plan import Dns, GuestNic, PodFacts, Wanted, parse_owner, plan, tag_of
 from vmnet_hook.podnet.record import GuestRecord
@@ -219,8 +220,12 @@ def stop_own_dnsmasqs(uuid: str, state_dir: str) -> None:
                 process.kill()
                 process.wait(1.0)
         for path in (pid_file, pid_file.removesuffix(".pid") + ".leases"):
-            with contextlib.suppress(FileNotFoundError):
+            try:
                 os.unlink(path)
+            except FileNotFoundError:
+                continue
+            except OSError as error:
+                raise directory_error(state_dir, error, f"{path} stays") from None
 
 
 def _pid_in(pid_file: str) -> int:

@@ -16,6 +16,7 @@ from vmnet_hook import files
 from vmnet_hook.errors import PodNetError, VmnetError
 from vmnet_hook.host.netlink import Link, PodNetlink, PodSession
 from vmnet_hook.host.netns import HOST_NETNS, run_in_netns
+from vmnet_hook.host.state import directory_error
 from vmnet_hook.podnet import dhcp, kernel, nft
 from vmnet_hook.podnet.plan import GuestNic, parse_owner
 from vmnet_hook.podnet.record import GuestRecord, Note
@@ -55,9 +56,21 @@ def disconnect(record: GuestRecord, netlink: PodNetlink) -> list[str]:
     finally:
         if fd is not None:
             os.close(fd)
+    return problems + remove_own_files(record)
+
+
+def remove_own_files(record: GuestRecord) -> list[str]:
+    """The record's pid and lease files removed; a line for each that cannot be, naming
+    the state directory and what is wrong with it (the record then stays)."""
+    problems = []
     for path in record.own_files():
-        with contextlib.suppress(FileNotFoundError):
+        try:
             os.unlink(path)
+        except FileNotFoundError:
+            continue
+        except OSError as error:
+            directory = os.path.dirname(path)
+            problems.append(str(directory_error(directory, error, f"{path} stays")))
     return problems
 
 
@@ -128,12 +141,16 @@ def _tool(pod_path: str, argv: list[str], stdin: str, package: str) -> str:
 def start_dnsmasq(record: GuestRecord, pod_path: str) -> tuple[int, float]:
     nic = record.nic
     state_dir = os.path.dirname(record.pid_file)
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(record.pid_file)
     program = kernel.tool_path(dhcp.DNSMASQ)
     if program is None:
         raise PodNetError(MISSING_TOOL.format(tool=dhcp.DNSMASQ, package="dnsmasq-base"))
-    with tempfile.TemporaryFile(dir=state_dir) as complaints:
+    try:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(record.pid_file)
+        complaints = tempfile.TemporaryFile(dir=state_dir)  # noqa: SIM115 (`with` below)
+    except OSError as error:
+        raise directory_error(state_dir, error) from None
+    with complaints:
 
         def start() -> int:
             return subprocess.run(
