@@ -16,6 +16,7 @@ from tests.conftest import DATA, REPO, MakePod, domain_xml
 from tests.test_hook_kernel import PLACEHOLDER, UUID, altnames
 from tests.test_status import FakeVirsh
 from vmnet_hook.cli.main import cli
+from vmnet_hook.core.annotation import parse_xml
 
 fake_virsh = test_status.fake_virsh  # the fixture: which domains libvirt runs
 
@@ -148,13 +149,29 @@ def test_names_from_the_xml_and_the_pod_reach_the_terminal_escaped(
     pod = make_pod()
     name = "vm\x9b2J\u202e1"  # C1 CSI: clear the screen; then turn the rest of the line around
     xml = domain_xml(NETNS=pod.name).replace("<name>vm1</name>", f"<name>{name}</name>")
-    assert runner.invoke(cli, ["hook", name, "prepare", "begin", "-"], input=xml).exit_code == 0
+    prepared = runner.invoke(cli, ["hook", name, "prepare", "begin", "-"], input=xml)
     try:
+        assert prepared.exit_code == 0
+        assert "<name>vm&#x9b;2J&#x202e;1</name>" in prepared.stdout  # the XML: references
+        assert "\x9b" not in prepared.stdout and "\u202e" not in prepared.stdout
+        assert parse_xml(prepared.stdout.encode()).findtext("name") == name
         shown = runner.invoke(cli, ["status"])
         assert shown.output.startswith("vm\\x9b2J\\u202e1  52:54:00:12:34:56  l2  "), shown.output
         assert "\x9b" not in shown.output and "\u202e" not in shown.output
     finally:
         runner.invoke(cli, ["hook", name, "release", "end", "-"], input=xml)
+
+
+def test_annotate_writes_control_characters_as_references(runner: CliRunner) -> None:
+    """The same document to libvirt; nothing that acts on the terminal it is shown on."""
+    name = "vm\x85\u2028\u202e1"
+    xml = REWRITE.read_text().replace("<name>vm2</name>", f"<name>{name}</name>")
+    assert name in xml
+    done = runner.invoke(cli, ["annotate", "-", "--pid", "1", "--dev", "eth0", "--mac",
+                               "52:54:00:00:00:01"], input=xml)  # fmt: skip
+    assert done.exit_code == 0, done.output
+    assert "<name>vm&#x85;&#x2028;&#x202e;1</name>" in done.stdout
+    assert parse_xml(done.stdout.encode()).findtext("name") == name
 
 
 @pytest.mark.parametrize(

@@ -54,8 +54,9 @@ class Commands(click.Group):
 
 def say(text: str, err: bool = False) -> None:
     """Echo lines a user reads: names from pods and domain XML have their control
-    characters shown escaped (vmnet_hook.text), never sent to the terminal. XML and JSON
-    output is escaped by its serialiser and goes through click.echo as it is."""
+    characters shown escaped (vmnet_hook.text), never sent to the terminal. XML (as
+    character references, core.rewrite.to_text) and JSON (ASCII) are escaped as they are
+    written and go through click.echo as they are."""
     lines = ("\t".join(map(printable, line.split("\t"))) for line in text.split("\n"))
     echo("\n".join(lines), err=err)
 

@@ -31,4 +31,10 @@ def rewrite(
 
 
 def to_text(tree: etree._ElementTree) -> str:
-    return etree.tostring(tree, encoding="unicode") + "\n"
+    """The document, every character ``str.isprintable`` refuses but a newline or tab (C1
+    controls, bidi overrides, line separators: lxml leaves them raw) written as a character
+    reference: the same document to libvirt, nothing that acts on a terminal."""
+    text = etree.tostring(tree, encoding="unicode")
+    if not text.replace("\n", "").replace("\t", "").isprintable():
+        text = "".join(c if c.isprintable() or c in "\n\t" else f"&#x{ord(c):x};" for c in text)
+    return text + "\n"
