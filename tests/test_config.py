@@ -40,6 +40,9 @@ def test_file_then_environment(tmp_path: Path) -> None:
         ("[vmnet-hook]\nlog_level = loud\n", {}, "log_level: 'loud' is not one of debug"),
         ("[vmnet-hook]\nproc_root = proc\n", {}, "proc_root: 'proc' is not an absolute path"),
         ("not ini at all\n", {}, "config file"),
+        ("[vmnet-hook]\nallowed_namespaces =\n", {}, "allowed_namespaces: '' names no namespace"),
+        ("[vmnet-hook]\nallowed_namespaces = , ,\n", {}, "', ,' names no namespace; list"),
+        ("", {"VMNET_HOOK_ALLOWED_NAMESPACES": " "}, "allowed_namespaces: ' ' names no"),
     ],
 )
 def test_bad_values_name_the_key(

@@ -88,6 +88,22 @@ def test_a_config_on_a_fifo_is_refused_at_once(make_pod: MakePod, config_env: di
     nothing_left(pod, vm, Path(config_env["VMNET_HOOK_STATE_DIR"]))
 
 
+def test_an_empty_allowed_namespaces_is_refused_not_taken_for_any(
+    make_pod: MakePod, config_env: dict[str, str], tmp_path: Path
+) -> None:
+    """A templated config whose list came out empty: neither "none" nor "any" is guessed."""
+    (tmp_path / "config").write_text("[vmnet-hook]\nallowed_namespaces =\n")
+    pod = make_pod()
+    vm = vm_on(pod)
+    done = hook(config_env, "prepare", "begin", xml=vm.xml)
+    assert (done.returncode, done.stdout) == (1, "")
+    assert done.stderr == (
+        "vmnet-hook: config key allowed_namespaces: '' names no namespace; list the namespaces "
+        "domains may claim pods from, or remove the key to allow any\n"
+    )
+    nothing_left(pod, vm, Path(config_env["VMNET_HOOK_STATE_DIR"]))
+
+
 def test_a_stdin_that_never_closes_ends_at_the_deadline(hook_env: dict[str, str]) -> None:
     """The writer keeps the pipe open: the default deadline (config is not read yet; its
     deadline_seconds of 2 does not count) ends the hook with a line saying so, and
