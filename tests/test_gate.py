@@ -406,3 +406,18 @@ def test_finding_the_uuid_stays_cheap_at_any_size() -> None:
     started = time.perf_counter()
     assert gate.domain_uuid(last) == OWN
     assert time.perf_counter() - started < 1.0
+
+
+def test_the_deadlines_line_names_a_state_file_it_cannot_read(tmp_path: Path) -> None:
+    """What may be left bound is never "nothing" while a state file is there unread."""
+    from vmnet_hook.hook.expiry import _recorded
+
+    os.mkfifo(tmp_path / "fifo")
+    (tmp_path / "dir").mkdir()
+    (tmp_path / "bad").write_bytes(b"\xff{")
+    assert _recorded(str(tmp_path / "missing")) == []
+    for name in ("fifo", "dir"):
+        assert _recorded(str(tmp_path / name)) == [
+            f"whatever {tmp_path / name} records (it cannot be read now)"
+        ]
+    assert _recorded(str(tmp_path / "bad")) == [f"whatever {tmp_path / 'bad'} records"]

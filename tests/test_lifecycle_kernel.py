@@ -201,17 +201,18 @@ HANG_AFTER_FIRST_BIND = CRASH_AFTER_FIRST_BIND.replace(
 )
 
 
+@pytest.mark.parametrize("name", ["vm2", "v" * 100_000])  # a state file over 64 KiB too
 def test_a_deadline_in_the_middle_of_binding_is_undone_by_release_end(
-    make_pod: MakePod, run_hook: RunHook, hook_env: dict[str, str]
+    make_pod: MakePod, run_hook: RunHook, hook_env: dict[str, str], name: str
 ) -> None:
     first, second = make_pod(), make_pod()
-    xml = two_nic_xml(first, second.name)
-    hung = subprocess.run([sys.executable, "-c", HANG_AFTER_FIRST_BIND, "vm2", "prepare", "begin",
+    xml = two_nic_xml(first, second.name).replace("<name>vm2</name>", f"<name>{name}</name>")
+    hung = subprocess.run([sys.executable, "-c", HANG_AFTER_FIRST_BIND, name, "prepare", "begin",
                            "-"], input=xml, text=True, capture_output=True, timeout=60,
                           env={**hook_env, "VMNET_HOOK_DEADLINE_SECONDS": "1"})  # fmt: skip
     assert (hung.returncode, hung.stdout) == (1, "")
     assert hung.stderr.startswith(
-        "vmnet-hook: domain 'vm2': gave up after 1s (deadline_seconds); may be left bound: "
+        f"vmnet-hook: domain {name!r}: gave up after 1s (deadline_seconds); may be left bound: "
         "altname vn000000000001 of "
     )
     assert hung.stderr.endswith(

@@ -5,6 +5,7 @@ __version__ = "0.1.0"
 import os
 
 NAMESPACE_URI = "urn:vmnet-hook:1"
+MAX_STATE_BYTES = 1 << 20  # a state file larger than this is not read (host.state, expiry)
 
 
 def is_uuid(text: str) -> bool:

@@ -104,8 +104,9 @@ def _path(key: str, raw: str) -> str:
 def _namespaces(key: str, raw: str) -> tuple[str, ...]:
     names = tuple(part for part in raw.replace(",", " ").split() if part)
     if not names:  # "none" or "any"? Either guess could be the wrong one
-        raise ConfigError(f"config key {key}: {raw!r} names no namespace; list the namespaces "
-                          "domains may claim pods from, or remove the key to allow any")  # fmt: skip
+        raise ConfigError(f"config key {key}: {raw!r} names no namespace; list the "
+                          "namespaces domains may claim pods from, or remove the key to "
+                          "allow any")  # fmt: skip
     for name in names:
         if not is_dns_label(name):
             raise ConfigError(

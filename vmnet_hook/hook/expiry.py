@@ -13,7 +13,7 @@ import sys
 from types import FrameType
 from typing import Any
 
-from vmnet_hook import files
+from vmnet_hook import MAX_STATE_BYTES, files
 from vmnet_hook.hook import gate
 
 LOCKS = "/proc/locks"
@@ -82,16 +82,20 @@ def left_bound(clock: gate.deadline) -> str:
 def _recorded(path: str) -> list[str]:
     """What the state file at ``path`` records, one short phrase each; [] when there is
     none, and a phrase naming the file when it cannot be read."""
-    text = _read(path)
-    if text is None:
+    try:
+        found = files.read_regular(path, MAX_STATE_BYTES)
+    except (OSError, files.NotReadable):
+        return [f"whatever {path} records (it cannot be read now)"]
+    if found is None:
         return []
     try:
+        text = found[0].decode("utf-8")
         state: dict[str, Any] = json.loads(text)
         bound = [f"altname {b['placeholder']} of {b['host_veth']}" for b in state["bindings"]]
         guests = [f"pod side of {g['nic']['mac']} ({g['nic']['placeholder']})"
                   for g in state.get("guests", [])]  # fmt: skip
         return bound + guests
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError):  # UnicodeDecodeError is a ValueError
         return [f"whatever {path} records"]
 
 

@@ -17,13 +17,13 @@ import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 
-from vmnet_hook import files, is_uuid, temporary_of
+from vmnet_hook import MAX_STATE_BYTES, files, is_uuid, temporary_of
 from vmnet_hook.errors import StateError
 from vmnet_hook.host import schema
 from vmnet_hook.podnet.record import GuestRecord
 
 VERSION = 1  # written in every file; a file without it predates versions (same shape)
-MAX_BYTES = 1 << 20
+MAX_BYTES = MAX_STATE_BYTES
 STALE_TEMPORARY_SECONDS = 60  # a save takes milliseconds: older temporaries are a dead writer's
 Stamp = tuple[int, int]  # (inode, mtime_ns): every save makes a new file
 
