@@ -12,17 +12,22 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+from dataclasses import replace
 from pathlib import Path
 
+import psutil
 import pytest
 from click.testing import CliRunner
 
 from tests import test_status
 from tests.conftest import MakePod, RunHook
 from tests.test_hook_faults import NOBODY, Vm, altnames, hook, vm_on
+from tests.test_state import GUEST, UUID
 from tests.test_status import FakeVirsh
 from vmnet_hook.cli.main import cli
 from vmnet_hook.hook import place
+from vmnet_hook.host.state import DomainState, StateStore
 
 pytestmark = pytest.mark.kernel
 fake_virsh = test_status.fake_virsh  # the fixture, shared
@@ -120,3 +125,46 @@ def test_a_pointer_leads_status_and_prune_to_a_state_dir_the_config_no_longer_na
         hook(moved, "release", "end", xml=vm.xml)
         place.remove_pointer(vm.uuid)
         shutil.rmtree(state_dir, ignore_errors=True)
+
+
+def test_a_record_planted_by_another_user_is_not_believed(
+    hook_env: dict[str, str], fake_virsh: FakeVirsh
+) -> None:
+    """A root-owned state dir that was open to others for a while: a record owned by
+    nobody naming a live process's pid and start time is unreadable, and prune leaves
+    that process alone."""
+    victim = subprocess.Popen(["sleep", "60"])
+    try:
+        state_dir = Path(hook_env["VMNET_HOOK_STATE_DIR"])
+        store = StateStore(str(state_dir))
+        record = replace(GUEST, dnsmasq_pid=victim.pid,
+                         dnsmasq_started=psutil.Process(victim.pid).create_time())  # fmt: skip
+        store.save(UUID, DomainState("planted", (), (record,)))
+        os.chown(store.path(UUID), NOBODY, NOBODY)
+        fake_virsh("echo")
+        pruned = CliRunner().invoke(cli, ["status", "--prune"])
+        assert (pruned.exit_code, pruned.output) == (1, (
+            f"vmnet-hook: not pruned: state file {store.path(UUID)} is unreadable (owned by uid "
+            f"{NOBODY}, not root: only a file root alone can write is read): if no running "
+            f"domain has UUID {UUID}, remove it; `vmnet-hook status` lists it\n"))  # fmt: skip
+        assert victim.poll() is None
+    finally:
+        victim.kill()
+        victim.wait()
+
+
+def test_a_lock_file_another_user_owns_is_refused_at_once(
+    make_pod: MakePod, run_hook: RunHook, hook_env: dict[str, str]
+) -> None:
+    """Its owner could hold it for ever, and every start would wait to its deadline."""
+    state_dir = Path(hook_env["VMNET_HOOK_STATE_DIR"])
+    state_dir.mkdir(mode=0o700)
+    (state_dir / ".lock").touch(mode=0o600)
+    os.chown(state_dir / ".lock", NOBODY, NOBODY)
+    pod = make_pod()
+    vm = vm_on(pod)
+    done = run_hook("vm1", "prepare", "begin", "-", xml=vm.xml)
+    assert (done.returncode, done.stdout) == (1, "")
+    assert done.stderr == (f"vmnet-hook: lock file {state_dir}/.lock is owned by uid {NOBODY}, "
+                           "not root: only root's is used; remove it\n")  # fmt: skip
+    assert altnames(pod.host_veth) == []

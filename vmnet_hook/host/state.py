@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 
 from vmnet_hook import MAX_STATE_BYTES, files, is_uuid, temporary_of
+from vmnet_hook.config import untrusted
 from vmnet_hook.errors import StateError
 from vmnet_hook.host import schema
 from vmnet_hook.podnet.record import GuestRecord
@@ -177,7 +178,7 @@ class StateStore:
         try:
             if not stat.S_ISREG(mode):
                 raise OSError(errno.EEXIST, files.kind(mode))
-            return os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         except OSError as error:
             if error.errno not in (errno.EEXIST, errno.ELOOP, errno.EISDIR, errno.ENXIO):
                 raise directory_error(self.state_dir, error) from None
@@ -186,6 +187,10 @@ class StateStore:
                 f"lock file {lock} is {kind}, not the regular file vmnet-hook makes: remove "
                 "it (no hook holds the lock while it is there)"
             ) from None
+        if why := untrusted(os.fstat(fd)):  # its owner could hold it for ever
+            os.close(fd)
+            raise StateError(f"lock file {lock} is {why}: only root's is used; remove it")
+        return fd
 
     def _load(self, path: str, uuid: str) -> tuple[DomainState, Stamp] | None:
         try:
@@ -265,11 +270,15 @@ _DIRECTORY_PROBLEMS = {
 
 
 def _read_bounded(path: str) -> tuple[bytes, Stamp] | None:
-    """At most MAX_BYTES of a regular file (vmnet_hook.files). None: no such file."""
+    """At most MAX_BYTES of a regular file (vmnet_hook.files) only root could have
+    written: one planted while the directory was open to others is not believed, whatever
+    it names. None: no such file."""
     found = files.read_regular(path, MAX_BYTES)
     if found is None:
         return None
     payload, info = found
+    if why := untrusted(info):
+        raise ValueError(f"{why}: only a file root alone can write is read")
     return payload, (info.st_ino, info.st_mtime_ns)
 
 
