@@ -113,3 +113,35 @@ def test_a_reconnect_that_cannot_replace_the_pid_file_says_why_and_leaves_the_vm
         assert "dnsmasq" in pn.snapshot(pod.netns)["processes"]
     finally:
         run_hook("vm1", "release", "end", "-", xml=xml, env=env)
+
+
+def test_a_start_whose_last_runs_leftovers_cannot_be_undone_is_refused_and_keeps_them(
+    podnets: pn.Podnets, run_hook: RunHook, mount: Path
+) -> None:
+    """The domain's record is still there (libvirt never ran its release end) and one of
+    its files cannot go: a new record in its place would forget it, so the start fails
+    naming it, and the record stays for the next release."""
+    pod = podnets.routed().pod()
+    before = pn.snapshot(pod.netns)
+    state_dir = mount / "state"
+    env = {"VMNET_HOOK_STATE_DIR": str(state_dir)}
+    xml, _source = domain(pod)
+    record = state_dir / f"{UUID}.json"
+    try:
+        assert run_hook("vm1", "prepare", "begin", "-", xml=xml, env=env).returncode == 0
+        (pid_file,) = state_dir.glob("*.pid")
+        subprocess.run(["chattr", "+i", str(pid_file)], check=True)
+        try:
+            again = run_hook("vm1", "prepare", "begin", "-", xml=xml, env=env)
+        finally:
+            subprocess.run(["chattr", "-i", str(pid_file)], check=True)
+        assert (again.returncode, again.stdout) == (1, "")
+        stays = IMMUTABLE.replace(")", f"); {pid_file} stays", 1)
+        assert again.stderr == (
+            "vmnet-hook: what this domain's last run left cannot be undone, so it does not "
+            f"start: state directory {state_dir} {stays}\n"
+        )
+        assert record.exists() and pn.snapshot(pod.netns) == before
+    finally:
+        run_hook("vm1", "release", "end", "-", xml=xml, env=env)
+    assert os.listdir(state_dir) == [".lock"]

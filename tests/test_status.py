@@ -150,6 +150,21 @@ def test_prune_never_touches_an_unreadable_file(store: StateStore, netlink: Fake
     assert Path(store.path(GONE)).read_text() == "{"
 
 
+def test_one_directory_that_cannot_be_locked_does_not_keep_the_others_stale_domains(
+    store: StateStore, netlink: FakeNetlink, tmp_path: Path
+) -> None:
+    broken = StateStore(str(tmp_path / "broken"))
+    broken.save(RUNNING.replace("6", "7", 1), DomainState("vm8", ()))  # stale too
+    os.mkdir(os.path.join(broken.state_dir, ".lock"))  # no hook can lock this one
+    two_domains(store)
+    pruned = prune([broken, store], netlink, no_pod_side, running(RUNNING))
+    assert pruned.done == [f"pruned domain 'vm0' ({GONE}): not running in libvirt; "
+                           "released 1 l2 binding(s)"]  # fmt: skip
+    assert pruned.problems == [f"not pruned: lock file {broken.state_dir}/.lock is a "
+                               "directory, not the regular file vmnet-hook makes: remove it "
+                               "(no hook holds the lock while it is there)"]  # fmt: skip
+
+
 def test_prune_leaves_a_domain_that_started_while_libvirt_was_asked(
     store: StateStore, netlink: FakeNetlink
 ) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -168,3 +169,71 @@ def test_a_lock_file_another_user_owns_is_refused_at_once(
     assert done.stderr == (f"vmnet-hook: lock file {state_dir}/.lock is owned by uid {NOBODY}, "
                            "not root: only root's is used; remove it\n")  # fmt: skip
     assert altnames(pod.host_veth) == []
+
+
+def test_a_pointer_that_cannot_be_removed_is_named_and_the_binding_still_released(
+    make_pod: MakePod, moved: dict[str, str], tmp_path: Path
+) -> None:
+    pod = make_pod()
+    vm = vm_on(pod)
+    pointer = place.pointer_path(vm.uuid)
+    try:
+        assert hook(moved, "prepare", "begin", xml=vm.xml).returncode == 0
+        subprocess.run(["chattr", "+i", pointer], check=True)
+        try:
+            done = hook(moved, "release", "end", xml=vm.xml)
+        finally:
+            subprocess.run(["chattr", "-i", pointer], check=True)
+        assert (done.returncode, done.stdout) == (0, "")
+        assert done.stderr == (
+            f"vmnet-hook: state directory /run/vmnet-hook is not writable (Operation not "
+            f"permitted); {pointer} stays: check its owner, mode and attributes (lsattr), or "
+            "set state_dir to another directory\n"
+        )
+        assert altnames(pod.host_veth) == []
+        assert not (tmp_path / "moved-state" / f"{vm.uuid}.json").exists()
+    finally:
+        place.remove_pointer(vm.uuid)
+
+
+def test_a_release_of_a_record_in_the_default_dir_keeps_the_pointer_to_another(
+    make_pod: MakePod, moved: dict[str, str], tmp_path: Path
+) -> None:
+    """A record left in /run/vmnet-hook (state_dir was changed since) and a new one where
+    the pointer leads: releasing the first keeps the pointer, so the second is still
+    found, by the next release end or by status --prune."""
+    first, second = make_pod(), make_pod()
+    vm = vm_on(second)
+    earlier = vm_on(first)
+    old = replace(earlier, xml=earlier.xml.replace(earlier.uuid, vm.uuid), uuid=vm.uuid)
+    default = StateStore("/run/vmnet-hook")
+    try:
+        old_env = {**moved, "VMNET_HOOK_STATE_DIR": "/run/vmnet-hook"}
+        assert hook(old_env, "prepare", "begin", xml=old.xml).returncode == 0
+        assert hook(moved, "prepare", "begin", xml=vm.xml).returncode == 0
+        assert os.path.exists(default.path(vm.uuid)) and os.path.exists(
+            place.pointer_path(vm.uuid)
+        )
+        assert hook(moved, "release", "end", xml=vm.xml).returncode == 0  # the default dir's
+        assert place.read_pointer(vm.uuid) == str(tmp_path / "moved-state")
+        assert hook(moved, "release", "end", xml=vm.xml).returncode == 0  # then the other
+        assert altnames(first.host_veth) == [] and altnames(second.host_veth) == []
+        assert not os.path.lexists(place.pointer_path(vm.uuid))
+    finally:
+        hook(moved, "release", "end", xml=vm.xml)
+        hook({**moved, "VMNET_HOOK_STATE_DIR": "/run/vmnet-hook"}, "release", "end", xml=vm.xml)
+        place.remove_pointer(vm.uuid)
+
+
+def test_status_of_a_record_naming_a_fifo_for_its_pod_does_not_wait(
+    hook_env: dict[str, str], fake_virsh: FakeVirsh, tmp_path: Path
+) -> None:
+    os.mkfifo(tmp_path / "fifo")  # opened for reading, it would wait for a writer
+    store = StateStore(hook_env["VMNET_HOOK_STATE_DIR"])
+    store.save(
+        UUID, DomainState("odd", (), (replace(GUEST, netns_paths=(str(tmp_path / "fifo"),)),))
+    )
+    fake_virsh(f"echo {UUID}")
+    shown = subprocess.run([sys.executable, "-m", "vmnet_hook.cli.main", "status"], text=True,
+                           capture_output=True, timeout=20, check=False)  # fmt: skip
+    assert shown.returncode == 1 and "odd  52:54:00:00:00:02  masquerade" in shown.stdout

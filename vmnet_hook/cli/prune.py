@@ -46,8 +46,11 @@ def prune(
             for uuid, state in scan.states.items()
             if uuid not in running and domain in (None, uuid, state.domain)
         }
-        if stale:
-            _prune_stale(store, scan, stale, (netlink, disconnect), pruned)
+        try:  # one failing directory does not keep the others' stale domains
+            if stale:
+                _prune_stale(store, scan, stale, (netlink, disconnect), pruned)
+        except VmnetError as error:
+            pruned.problems.append(f"not pruned: {error}")
     return pruned
 
 

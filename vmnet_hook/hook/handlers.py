@@ -6,6 +6,7 @@ Which handler serves which ``(operation, subop)`` is ``hook.operations``' table.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -18,7 +19,7 @@ from vmnet_hook.config import Config
 from vmnet_hook.core import binding
 from vmnet_hook.core.annotation import Claim, Domain, parse_domain, parse_xml
 from vmnet_hook.core.rewrite import rewrite, to_text
-from vmnet_hook.errors import AnnotationError, Failures, InterfaceError, VmnetError
+from vmnet_hook.errors import AnnotationError, Failures, InterfaceError, StateError, VmnetError
 from vmnet_hook.hook import gate, place
 from vmnet_hook.hook.operations import OPERATIONS
 from vmnet_hook.host.log import Log
@@ -68,7 +69,8 @@ def prepare(call: HookCall, system: System) -> str:
         return _prepare(call, system, tree, domain)
     except BaseException:
         if pointed and not os.path.exists(system.store.path(domain.uuid)):
-            place.remove_pointer(domain.uuid)
+            with contextlib.suppress(StateError):  # the failure to report is the one above
+                place.remove_pointer(domain.uuid)
         raise
 
 
@@ -76,6 +78,16 @@ def _prepare(call: HookCall, system: System, tree: etree._ElementTree, domain: D
     leftovers = binding.release(domain.uuid, system.netlink, system.store, _disconnect(system))
     for problem in leftovers:
         system.log("warning", f"{domain.name}: leftover binding: {problem}")
+    if failed := binding.failed(leftovers):  # the record stays; a new one would forget it
+        raise Failures(
+            [
+                VmnetError(
+                    f"what this domain's last run left cannot be undone, so it "
+                    f"does not start: {problem}"
+                )
+                for problem in failed
+            ]
+        )
     veths, requests = resolve_all(domain, system.resolver, system.log)
     bindings = binding.plan(domain, veths, {r.claim.mac: r.pod.netns for r in requests})
     with attach.opened(requests) as paths:
@@ -114,8 +126,8 @@ def release(call: HookCall, system: System) -> str:
     problems = binding.release(uuid, system.netlink, system.store, _disconnect(system))
     for problem in problems:
         system.log("warning", f"release {call.domain}: {problem}")
-    if not os.path.exists(system.store.path(uuid)):  # all undone: the pointer goes too
-        place.remove_pointer(uuid)
+    if not os.path.exists(system.store.path(uuid)):  # all undone: its pointer goes too
+        place.forget_pointer(uuid, system.store.state_dir)
     if not problems:
         system.log("info", f"release {call.domain}: bindings and pod-side pieces removed")
     return ""

@@ -10,7 +10,6 @@ and with a broken config releases on the defaults, saying why. Standard library 
 
 from __future__ import annotations
 
-import contextlib
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import replace
@@ -93,18 +92,29 @@ def write_pointer(uuid: str, state_dir: str) -> None:
 
 
 def remove_pointer(uuid: str) -> None:
-    """The pointer, and a temporary file a killed ``write_pointer`` left."""
+    """The pointer, and a temporary file a killed ``write_pointer`` left; StateError
+    naming the default state dir when one cannot go."""
+    from vmnet_hook.host.state import directory_error
+
     for path in (pointer_path(uuid), temporary_of(pointer_path(uuid))):
-        with contextlib.suppress(FileNotFoundError):
+        try:
             os.unlink(path)
+        except FileNotFoundError:
+            continue
+        except OSError as error:
+            raise directory_error(gate.DEFAULT_STATE_DIR, error, f"{path} stays") from None
 
 
 def forget_pointer(uuid: str, state_dir: str) -> None:
     """Remove ``uuid``'s pointer if it names ``state_dir``, whose state for ``uuid`` is
-    released; one that names another, or cannot be read, stays."""
-    with contextlib.suppress(StateError, ConfigError):
-        if os.path.lexists(pointer_path(uuid)) and read_pointer(uuid) == state_dir:
-            remove_pointer(uuid)
+    released (and a killed writer's temporary); one that names another (a record still
+    there), or cannot be read, stays. StateError when it cannot be removed."""
+    try:
+        names = read_pointer(uuid) if os.path.lexists(pointer_path(uuid)) else state_dir
+    except (StateError, ConfigError):
+        return
+    if names == state_dir:
+        remove_pointer(uuid)
 
 
 def read_pointer(uuid: str) -> str:

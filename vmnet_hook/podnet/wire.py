@@ -82,8 +82,8 @@ def open_pod_netns(record: GuestRecord) -> int | None:
             candidates.append(f"/proc/{pid}/ns/net")
     for path in candidates:
         with contextlib.suppress(OSError):
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-            info = os.fstat(fd)
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+            info = os.fstat(fd)  # a FIFO or device a record names opens without waiting
             if (info.st_dev, info.st_ino) == (record.netns_dev, record.netns_ino):
                 return fd
             os.close(fd)
