@@ -41,6 +41,9 @@ def test_file_then_environment(tmp_path: Path) -> None:
         ("[vmnet-hook]\nproc_root = proc\n", {}, "proc_root: 'proc' is not an absolute path"),
         ("not ini at all\n", {}, "config file"),
         ("[vmnet-hook]\nallowed_namespaces =\n", {}, "allowed_namespaces: '' names no namespace"),
+        ("", {"VMNET_HOOK_STATE_DIR": "/tmp/link/../x"}, "'/tmp/link/../x' holds '..'; name"),
+        ("[vmnet-hook]\nstate_dir = //\n", {}, "state_dir: '//' is a directory of the system"),
+        ("[vmnet-hook]\nstate_dir = //run\n", {}, "state_dir: '//run' is a directory of the"),
         ("[vmnet-hook]\nallowed_namespaces = , ,\n", {}, "', ,' names no namespace; list"),
         ("", {"VMNET_HOOK_ALLOWED_NAMESPACES": " "}, "allowed_namespaces: ' ' names no"),
     ],
@@ -86,7 +89,7 @@ def test_a_link_to_a_fifo_is_judged_before_it_is_opened(tmp_path: Path) -> None:
      ("/run/vm\u2028net", "holds a control character"),
      ("/", "is a directory of the system, not one of its own"),
      ("/run/", "is a directory of the system, not one of its own"),
-     ("/var/lib/../tmp", "is a directory of the system, not one of its own")],
+     ("/var/lib/../tmp", "holds '..'; name the directory itself")],
 )  # fmt: skip
 def test_a_state_dir_that_is_not_a_dedicated_printable_path_is_refused(
     value: str, message: str

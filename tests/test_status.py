@@ -228,3 +228,15 @@ def test_no_virsh_is_unknown(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     with pytest.raises(LibvirtUnknown) as caught:
         virsh_running("qemu:///system")
     assert str(caught.value) == "virsh is not installed"
+
+
+def test_a_name_with_a_newline_or_tab_stays_on_its_own_row(
+    store: StateStore, netlink: FakeNetlink
+) -> None:
+    """A domain named to look like a second row (or to shift the columns) shows escaped."""
+    store.save(RUNNING, DomainState("vm1\nvm0  52:54:00:00:00:09\tl2",
+                                    (Binding("52:54:00:00:00:01", "vnaaaa", "vethA", 10),)))  # fmt: skip
+    found = status.report([store], fake(netlink), running(RUNNING), None)
+    assert status.to_lines(found) == [
+        "vm1\\x0avm0  52:54:00:00:00:09\\x09l2  52:54:00:00:00:01  l2  vnaaaa -> vethA  ok"
+    ]

@@ -92,6 +92,9 @@ def _path(key: str, raw: str) -> str:
         raise ConfigError(f"config key {key}: {raw!r} is not an absolute path; start it with /")
     if not value.isprintable():  # C0, DEL, C1 (U+0085...), line and paragraph separators
         raise ConfigError(f"config key {key}: {raw!r} holds a control character; remove it")
+    if ".." in value.split("/"):  # after a link, the kernel's ".." is not the text's
+        raise ConfigError(f"config key {key}: {raw!r} holds '..'; name the directory itself")
+    value = "/" + value.lstrip("/")  # normpath keeps a leading "//"
     path = os.path.normpath(value)
     if key == "state_dir" and path in SHARED_DIRS:
         raise ConfigError(

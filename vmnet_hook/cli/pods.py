@@ -29,6 +29,7 @@ from vmnet_hook.host.pods import CgroupPlace, PodNetns, pinned_netns, place_of
 from vmnet_hook.host.procfs import NetnsId, ProcFs
 from vmnet_hook.host.resolve import host_end
 from vmnet_hook.podnet.plan import parse_owner
+from vmnet_hook.text import printable
 
 
 @dataclass(frozen=True)
@@ -92,7 +93,7 @@ def _read_inside(reader: LinkDump, path: str) -> tuple[Snapshot, str | None]:
 def to_table(entries: list[PodEntry]) -> str:
     """One line per NIC (or per namespace without one), in aligned columns."""
     header = ("POD", "UID", "NETNS", "CONTAINERS", "NIC", "GUEST", "HOST VETH")
-    rows = [row for entry in entries for row in _rows(entry)]
+    rows = [tuple(map(printable, row)) for entry in entries for row in _rows(entry)]
     if not rows:
         return "no pod network namespace on this host"
     table = [header, *rows]

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from vmnet_hook.cli.libvirt import LibvirtUnknown, RunningDomains
@@ -14,6 +14,7 @@ from vmnet_hook.errors import ConfigError, StateError, VmnetError
 from vmnet_hook.host.netlink import Netlink, NetlinkSession, PodNetlink
 from vmnet_hook.host.state import Binding, DomainState, StateStore, UnreadableState
 from vmnet_hook.podnet import health
+from vmnet_hook.text import printable
 
 States = dict[str, DomainState]
 
@@ -301,7 +302,10 @@ def notes(found: Report) -> list[str]:
 
 
 def _line(row: Row) -> str:
+    """One row; the domain's name (free text from its XML) with its control characters,
+    newlines and tabs too, shown escaped: no name makes a line or a column of its own."""
     stale = "  stale" if row.stale else ""
+    row = replace(row, domain=printable(row.domain))
     if isinstance(row, BindingStatus):
         return (
             f"{row.domain}  {row.mac}  l2  {row.placeholder} -> {row.host_veth}  "
