@@ -417,3 +417,29 @@ def test_a_prepare_killed_writing_its_pointer_leaves_a_temporary_release_removes
     finally:
         temporary.unlink(missing_ok=True)
         place.remove_pointer(vm.uuid)
+
+
+def test_a_release_whose_deadline_passed_while_reading_stdin_names_what_stays(
+    make_pod: MakePod, hook_env: dict[str, str]
+) -> None:
+    """The configured 1 s is over once the XML is read: the line says what the domain's
+    state still records, not "nothing is bound"; the next release clears it."""
+    pod = make_pod()
+    vm = vm_on(pod)
+    assert hook(hook_env, "prepare", "begin", xml=vm.xml).returncode == 0
+    writer = subprocess.Popen(["sh", "-c", 'printf %s "$0"; sleep 1.5', vm.xml],
+                              stdout=subprocess.PIPE)  # fmt: skip
+    done = subprocess.run([sys.executable, str(HOOK), "vm1", "release", "end", "-"],
+                          stdin=writer.stdout, capture_output=True, text=True, timeout=30,
+                          env={**hook_env, "VMNET_HOOK_DEADLINE_SECONDS": "1"})  # fmt: skip
+    writer.wait()
+    state_file = Path(hook_env["VMNET_HOOK_STATE_DIR"]) / f"{vm.uuid}.json"
+    assert (done.returncode, done.stdout) == (0, "")
+    assert done.stderr == (
+        f"vmnet-hook: domain 'vm1': gave up after 1s (deadline_seconds); may be left bound: "
+        f"altname {vm.placeholder} of {pod.host_veth} (as {state_file} records); "
+        "`vmnet-hook status --prune` or the domain's next start clears it\n"
+    )
+    assert altnames(pod.host_veth) == [vm.placeholder]
+    assert hook(hook_env, "release", "end", xml=vm.xml).returncode == 0
+    nothing_left(pod, vm, state_file.parent)

@@ -188,8 +188,6 @@ def _work(args: list[str], xml: bytes, out: TextIO | None, err: TextIO | None,
         from vmnet_hook.hook import place
 
         settings = place.settings((operation, subop), xml, clock, warn)
-        uuid = domain_uuid(xml)
-        clock.state_file = os.path.join(settings.state_dir, f"{uuid}.json") if uuid else ""
         from vmnet_hook.hook.handlers import HookCall, deliver, run
 
         call = HookCall(domain, operation, subop, xml, settings)

@@ -28,9 +28,10 @@ def settings(
     warn: Callable[[str], None],
     environ: Mapping[str, str] = os.environ,
 ) -> config.Config:
-    """The configuration, its deadline started (counted from the call's start), its state
-    dir trusted. For release end, a broken config gives the defaults (and a warning), and
-    the state dir is where the domain's state is."""
+    """The configuration, its state dir trusted, then its deadline started (counted from
+    the call's start: one already past ends the call here, naming the state file). For
+    release end, a broken config gives the defaults (and a warning), and the state dir is
+    where the domain's state is."""
     try:
         loaded = config.load(config.config_path(environ), environ)
     except ConfigError as error:
@@ -38,14 +39,15 @@ def settings(
             raise
         loaded = defaults(environ)
         warn(f"{error}; released with the default settings")
-    clock.restart(loaded.deadline_seconds)
+    uuid = gate.domain_uuid(xml)
     if step == gate.RELEASE:
-        uuid = gate.domain_uuid(xml)
         found = gate.state_dir_of(uuid) if uuid else None
         if uuid and found:
             loaded = replace(loaded, state_dir=_followed(found, uuid))
     config.check_state_dir(loaded.state_dir)
     clock.state_dir = loaded.state_dir
+    clock.state_file = os.path.join(loaded.state_dir, f"{uuid}.json") if uuid else ""
+    clock.restart(loaded.deadline_seconds)  # known by now: what may be left bound
     return loaded
 
 
