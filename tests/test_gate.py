@@ -421,3 +421,17 @@ def test_the_deadlines_line_names_a_state_file_it_cannot_read(tmp_path: Path) ->
             f"whatever {tmp_path / name} records (it cannot be read now)"
         ]
     assert _recorded(str(tmp_path / "bad")) == [f"whatever {tmp_path / 'bad'} records"]
+
+
+def test_the_lock_holder_is_found_in_a_long_proc_locks(tmp_path: Path) -> None:
+    """A busy host's /proc/locks (here 2 MB): the holder's line is found wherever it is;
+    a waiter's line (``->``) is no holder."""
+    from vmnet_hook.hook.expiry import _flock_holders
+
+    other = "".join(f"{n}: FLOCK  ADVISORY  WRITE {n} 00:1a:{n} 0 EOF\n" for n in range(40_000))
+    ours = ("40001: FLOCK  ADVISORY  WRITE 4242 00:19:77 0 EOF\n"
+            "40001: -> FLOCK  ADVISORY  WRITE 4343 00:19:77 0 EOF\n")  # fmt: skip
+    (tmp_path / "locks").write_text(other + ours)
+    assert len(other) > 1_000_000
+    assert _flock_holders("00:19:77", str(tmp_path / "locks")) == ["4242"]
+    assert _flock_holders("00:19:78", str(tmp_path / "locks")) == []

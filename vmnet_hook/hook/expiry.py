@@ -50,7 +50,7 @@ def waiting_for_lock(frame: FrameType | None) -> str:
     except OSError:
         return f"while waiting for the host-wide lock {lock}"
     key = f"{os.major(info.st_dev):02x}:{os.minor(info.st_dev):02x}:{info.st_ino}"
-    pids = _flock_holders(_read(LOCKS) or "").get(key, [])
+    pids = [pid for pid in _flock_holders(key) if pid != "0"]  # 0: not in our namespace
     holder = f"pid {', '.join(pids)}" if pids else "a process in another PID namespace"
     said = (_read(lock) or "").strip()
     if said:
@@ -58,13 +58,15 @@ def waiting_for_lock(frame: FrameType | None) -> str:
     return f"while waiting for the host-wide lock {lock}, held by {holder}"
 
 
-def _flock_holders(text: str) -> dict[str, list[str]]:
-    """Holders' pids by MAJ:MIN:INODE, from /proc/locks: ``1: FLOCK  ADVISORY  WRITE PID
-    MAJ:MIN:INODE 0 EOF`` (a waiter's line has ``->`` after the number)."""
-    holders: dict[str, list[str]] = {}
-    for fields in (entry.split() for entry in text.splitlines()):
-        if len(fields) >= 6 and fields[1] == "FLOCK":
-            holders.setdefault(fields[5], []).append(fields[4])
+def _flock_holders(key: str, locks: str = LOCKS) -> list[str]:
+    """The pids holding a flock on MAJ:MIN:INODE ``key``, from /proc/locks, read a line at
+    a time (a busy host has thousands): ``1: FLOCK  ADVISORY  WRITE PID MAJ:MIN:INODE 0
+    EOF``; a waiter's line has ``->`` after the number and is not a holder."""
+    holders = []
+    with contextlib.suppress(OSError), open(locks, "rb") as lines:
+        for fields in (line.split() for line in lines):
+            if len(fields) >= 6 and fields[1] == b"FLOCK" and fields[5] == key.encode():
+                holders.append(fields[4].decode("ascii", "replace"))
     return holders
 
 
