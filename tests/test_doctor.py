@@ -100,8 +100,10 @@ def test_a_healthy_host_passes_every_check() -> None:
 BROKEN: list[tuple[dict[str, object], str, str, str]] = [
     (dict(config=None, config_error="config file /etc/vmnet-hook/config: unknown key 'proc_rot'"),
      "config", "unknown key 'proc_rot'", "correct what the message names in /etc/vmnet-hook/config"),
-    (dict(untrusted=(("config file", "/srv/cm/config", "owned by uid 1000, not root"),
-                     ("state directory", "/srv/state", "writable by group or others (mode 0775)"))),
+    (dict(untrusted=(("config file", "/srv/cm/config", "owned by uid 1000, not root",
+                      "chown root: /srv/cm/config; chmod go-w /srv/cm/config"),
+                     ("state directory", "/srv/state", "writable by group or others (mode 0775)",
+                      "chown root: /srv/state; chmod go-w /srv/state"))),
      "trust", "config file /srv/cm/config: owned by uid 1000, not root; state directory /srv/state: "
      "writable by group or others (mode 0775) (the hook refuses it",
      "chown root: /srv/cm/config; chmod go-w /srv/cm/config; chown root: /srv/state; chmod go-w /srv/state"),
@@ -552,9 +554,16 @@ def test_the_trust_probe_judges_real_files_behind_symlinks(tmp_path: Path) -> No
     state.mkdir()
     state.chmod(0o770)
     assert probe_trust(str(link), str(state)) == (
-        ("config file", str(target), "owned by uid 65534, not root"),
-        ("state directory", str(state), "writable by group or others (mode 0770)"),
-    )  # the default state dir, also judged, is root's here
+        ("config file", str(target), "owned by uid 65534, not root",
+         f"chown root: {target}; chmod go-w {target}"),
+        ("state directory", str(state), "writable by group or others (mode 0770)",
+         f"chown root: {state}; chmod go-w {state}"),
+    )  # the default state dir, also judged, is root's here  # fmt: skip
     os.chown(target, 0, 0)
     state.chmod(0o700)
     assert probe_trust(str(link), str(state)) == ()
+    os.lchown(link, 65534, 65534)  # the link itself: chown root: would change its target
+    assert probe_trust(str(link), str(state)) == (
+        ("config file", str(link), "a symbolic link owned by uid 65534, not root",
+         f"chown -h root: {link}"),
+    )  # fmt: skip

@@ -208,12 +208,14 @@ def untrusted(info: os.stat_result, sticky_ok: bool = False) -> str:
     return ""
 
 
+ROOTS_ALONE = "chown root: {0}; chmod go-w {0}"
+
+
 def untrusted_line(what: str, path: str, why: str) -> str:
     real = os.path.realpath(path)
     shown = path if real == path else f"{path} (-> {real})"
-    return (
-        f"{what} {shown} is {why}: only root's configuration is trusted; "
-        f"chown root: {real}; chmod go-w {real}"
+    return f"{what} {shown} is {why}: only root's configuration is trusted; " + ROOTS_ALONE.format(
+        real
     )
 
 
@@ -227,14 +229,14 @@ def check_state_dir(path: str) -> None:
         raise ConfigError(untrusted_line("state directory", path, why))
 
 
-def untrusted_dir(path: str) -> tuple[str, str] | None:
-    """(what, why) when anyone but root could change the state directory at ``path``:
-    the directory, a directory on the way to it or a symbolic link followed."""
+def untrusted_dir(path: str) -> tuple[str, str, str] | None:
+    """(what, why, fix) when anyone but root could change the state directory at
+    ``path``: the directory, a directory on the way to it or a symbolic link followed."""
     walked = walk(path)
     if walked.bad:
-        return walked.bad, walked.why
+        return walked.bad, walked.why, walked.fix.format(walked.bad)
     why = _untrusted_at(walked.real) if walked.found else ""
-    return (walked.real, why) if why else None
+    return (walked.real, why, ROOTS_ALONE.format(walked.real)) if why else None
 
 
 def _untrusted_at(path: str) -> str:

@@ -49,8 +49,8 @@ def check_trust(facts: Facts) -> Check:
             f"{facts.paths.config_path} and the state dir {facts.settings.state_dir}: root's, "
             "writable by no one else",
         )
-    details = [f"{what} {path}: {why}" for what, path, why in facts.untrusted]
-    fixes = [f"chown root: {path}; chmod go-w {path}" for _what, path, _why in facts.untrusted]
+    details = [f"{what} {path}: {why}" for what, path, why, _fix in facts.untrusted]
+    fixes = [fix for _what, _path, _why, fix in facts.untrusted]
     return fail(
         "trust",
         "; ".join(details) + " (the hook refuses it: only root's configuration is trusted)",

@@ -132,8 +132,8 @@ class Facts:
     missing_tools: tuple[str, ...] = ()  # of MASQUERADE_TOOLS, those not on the search path
     pod_discovery: PodDiscovery = PodDiscovery()
     place: Place = Place()  # a container, or the host
-    # (what, path judged, why) of each config file or state dir not root's alone
-    untrusted: tuple[tuple[str, str, str], ...] = ()
+    # (what, path to fix, why, fix) of each config file or state dir not root's alone
+    untrusted: tuple[tuple[str, str, str, str], ...] = ()
 
     @property
     def settings(self) -> Config:

@@ -31,7 +31,7 @@ from vmnet_hook.cli.doctor.facts import (
     PodDiscovery,
     SELinux,
 )
-from vmnet_hook.config import Config, load, untrusted, untrusted_dir
+from vmnet_hook.config import ROOTS_ALONE, Config, load, untrusted, untrusted_dir
 from vmnet_hook.errors import ConfigError
 from vmnet_hook.files import walk
 from vmnet_hook.host.mounts import cgroup_mounts
@@ -88,17 +88,20 @@ def gather(paths: Paths, environ: Mapping[str, str] = os.environ) -> Facts:
     )
 
 
-def probe_trust(config_path: str, state_dir: str) -> tuple[tuple[str, str, str], ...]:
+def probe_trust(config_path: str, state_dir: str) -> tuple[tuple[str, str, str, str], ...]:
     """The config file (the one its symlinks name) and the state dirs (the configured one
-    and the default one, which holds prepare's pointers) that anyone but root could change."""
-    found: list[tuple[str, str, str]] = []
+    and the default one, which holds prepare's pointers) that anyone but root could change:
+    (what, the path to fix, why, the fix: a link's is chown -h, a shared dir's chmod +t)."""
+    found: list[tuple[str, str, str, str]] = []
     walked = walk(config_path)  # every directory and link on the way is judged too
     try:
         why = untrusted(os.stat(walked.real)) if walked.found and not walked.bad else ""
     except OSError:
         why = ""  # missing: the defaults; unreadable: the config check says so
-    if walked.bad or why:
-        found.append(("config file", walked.bad or walked.real, walked.why or why))
+    if walked.bad:
+        found.append(("config file", walked.bad, walked.why, walked.fix.format(walked.bad)))
+    elif why:
+        found.append(("config file", walked.real, why, ROOTS_ALONE.format(walked.real)))
     for directory in dict.fromkeys((state_dir, Config().state_dir)):
         if (judged := untrusted_dir(directory)) is not None:
             found.append(("state directory", *judged))
