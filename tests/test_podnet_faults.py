@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -145,3 +146,24 @@ def test_a_start_whose_last_runs_leftovers_cannot_be_undone_is_refused_and_keeps
     finally:
         run_hook("vm1", "release", "end", "-", xml=xml, env=env)
     assert os.listdir(state_dir) == [".lock"]
+
+
+def test_a_tool_still_running_at_the_deadline_ends_with_the_hook(
+    podnets: pn.Podnets, run_hook: RunHook, tmp_path: Path
+) -> None:
+    """An nft that takes 3 s (a stand-in first on PATH), a deadline of 1 s: the hook gives
+    up, and its nft does not go on to act after it (as after release end had looked)."""
+    pod = podnets.routed().pod()
+    bin_dir, acted = tmp_path / "bin", tmp_path / "nft-acted"
+    bin_dir.mkdir()
+    (bin_dir / "nft").write_text(f"#!/bin/sh\nsleep 3\ntouch {acted}\n")
+    (bin_dir / "nft").chmod(0o755)
+    xml, _source = domain(pod)
+    env = {"PATH": f"{bin_dir}:{os.environ['PATH']}", "VMNET_HOOK_DEADLINE_SECONDS": "1"}
+    try:
+        done = run_hook("vm1", "prepare", "begin", "-", xml=xml, env=env)
+        assert done.returncode == 1 and "gave up after 1s (deadline_seconds)" in done.stderr
+        time.sleep(3.5)
+        assert not acted.exists()
+    finally:
+        run_hook("vm1", "release", "end", "-", xml=xml)

@@ -264,8 +264,26 @@ class deadline:  # a class, not @contextmanager: contextlib is not worth it on t
     def _exit(self, line: str) -> None:
         from vmnet_hook.text import printable
 
+        kill_children()
         os.write(2, f"vmnet-hook: {printable(line)}\n".encode(errors="replace"))
         os._exit(self.status)
+
+
+def kill_children() -> None:
+    """The tools this call started (an nft, a dnsmasq not yet detached) end with it: left
+    running, one could make what the next ``release end`` has already looked for. Found
+    by their parent pid in /proc (this kernel may lack /proc/PID/task/TID/children)."""
+    me = str(os.getpid()).encode()
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as stat:
+                fields = stat.read().rpartition(b")")[2].split()
+            if fields[1] == me:
+                os.kill(int(name), _signal.SIGKILL)
+        except (OSError, IndexError):
+            continue
 
 
 def domain_uuid(xml: bytes) -> str | None:
