@@ -237,3 +237,36 @@ def test_status_of_a_record_naming_a_fifo_for_its_pod_does_not_wait(
     shown = subprocess.run([sys.executable, "-m", "vmnet_hook.cli.main", "status"], text=True,
                            capture_output=True, timeout=20, check=False)  # fmt: skip
     assert shown.returncode == 1 and "odd  52:54:00:00:00:02  masquerade" in shown.stdout
+
+
+def test_records_left_in_the_default_dir_still_hold_their_pod_nics(
+    make_pod: MakePod, moved: dict[str, str], tmp_path: Path
+) -> None:
+    """state_dir moved while a domain ran: its record in /run/vmnet-hook still holds its
+    pod NIC against a domain started under the new config, and an unreadable file there
+    still stops every claim."""
+    pod = make_pod()
+    first, second = vm_on(pod), vm_on(pod)
+    old_env = {**moved, "VMNET_HOOK_STATE_DIR": "/run/vmnet-hook"}
+    odd = Path("/run/vmnet-hook") / f"{second.uuid.replace('-', '0', 1)}.json"
+    try:
+        assert hook(old_env, "prepare", "begin", xml=first.xml).returncode == 0
+        done = hook(moved, "prepare", "begin", xml=second.xml)
+        assert (done.returncode, done.stdout) == (1, "")
+        assert done.stderr == (f"vmnet-hook: domain 'vm1', interface 52:54:00:12:34:56: pod "
+                               f"NIC {pod.host_veth} is already used by running domain "
+                               "'vm1'\n")  # fmt: skip
+        assert altnames(pod.host_veth) == [first.placeholder]
+        assert hook(old_env, "release", "end", xml=first.xml).returncode == 0
+        os.mkfifo(odd)
+        done = hook(moved, "prepare", "begin", xml=second.xml)
+        assert (
+            done.returncode == 1
+            and f"cannot tell who holds its pod NICs: state file {odd}" in done.stderr
+        )
+        assert altnames(pod.host_veth) == []
+    finally:
+        odd.unlink(missing_ok=True)
+        hook(old_env, "release", "end", xml=first.xml)
+        hook(moved, "release", "end", xml=second.xml)
+        place.remove_pointer(second.uuid)

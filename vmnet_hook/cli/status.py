@@ -10,7 +10,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from vmnet_hook.cli.libvirt import LibvirtUnknown, RunningDomains
-from vmnet_hook.errors import ConfigError, StateError, VmnetError
+from vmnet_hook.errors import ConfigError, VmnetError
 from vmnet_hook.host.netlink import Netlink, NetlinkSession, PodNetlink
 from vmnet_hook.host.state import Binding, DomainState, StateStore, UnreadableState
 from vmnet_hook.podnet import health
@@ -102,12 +102,12 @@ def places(config_path: str, environ: Mapping[str, str] = os.environ) -> Places:
     an earlier config keep their state where it was. A directory anyone but root could
     change is refused, as the hook refuses it: what it records could name any pid or link."""
     from vmnet_hook import config
-    from vmnet_hook.hook import gate
+    from vmnet_hook.hook import gate, place
 
     primary, config_error = state_dir(config_path, environ)
     candidates, refused = [primary], list[str]()
     if not environ.get(gate.STATE_DIR_VARIABLE):
-        pointed, refused = _pointed()
+        pointed, refused = place.pointed_dirs()
         candidates += [gate.DEFAULT_STATE_DIR, *pointed]
     stores = []
     for directory in dict.fromkeys(candidates):
@@ -131,31 +131,6 @@ def state_dir(config_path: str, environ: Mapping[str, str] = os.environ) -> tupl
         return config.load(config_path, environ).state_dir, ""
     except VmnetError as error:
         return defaults(environ).state_dir, str(error)
-
-
-def _pointed() -> tuple[list[str], list[str]]:
-    """The state dirs the pointers in the default state dir name, and a line for each
-    pointer that cannot be read. Nothing while the default dir itself is refused."""
-    from vmnet_hook import config, is_uuid
-    from vmnet_hook.hook import gate, place
-
-    try:
-        config.check_state_dir(gate.DEFAULT_STATE_DIR)
-        names = sorted(os.listdir(gate.DEFAULT_STATE_DIR))
-    except (ConfigError, FileNotFoundError):
-        return [], []
-    except OSError as error:
-        return [], [f"state directory {gate.DEFAULT_STATE_DIR}: cannot list its "
-                    f"pointers ({error.strerror})"]  # fmt: skip
-    found, refused = [], []
-    suffix = gate.POINTER_SUFFIX
-    for uuid in (n.removesuffix(suffix) for n in names if n.endswith(suffix)):
-        if is_uuid(uuid):
-            try:
-                found.append(place.read_pointer(uuid))
-            except (StateError, ConfigError) as error:
-                refused.append(str(error))
-    return found, refused
 
 
 def report(

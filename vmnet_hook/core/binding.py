@@ -338,8 +338,9 @@ def _refuse_shared_nics(
 ) -> None:
     """One domain per pod NIC, whatever the modes: by host veth (l2) and by the pod's
     namespace and NIC name (both modes). A state file that cannot be read may hold any
-    of them: nothing is claimed while one is there (claims fail closed)."""
-    scan = store.scan()
+    of them: nothing is claimed while one is there (claims fail closed). Records in the
+    other state dirs a domain's state may be in count too."""
+    scan = store.claims()
     if scan.unreadable:
         raise Failures([
             StateError(f"domain {domain.name!r}: cannot tell who holds its pod NICs: {error}")

@@ -51,7 +51,8 @@ class System:
 
     @property
     def store(self) -> StateStore:
-        return StateStore(self.config.state_dir)
+        state_dir = self.config.state_dir
+        return StateStore(state_dir, lambda: place.other_state_dirs(state_dir))
 
     @property
     def resolver(self) -> Resolver:

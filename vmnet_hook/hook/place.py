@@ -14,7 +14,7 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 
-from vmnet_hook import config, files, temporary_of
+from vmnet_hook import config, files, is_uuid, temporary_of
 from vmnet_hook.errors import ConfigError, StateError
 from vmnet_hook.hook import gate
 
@@ -105,6 +105,41 @@ def remove_pointer(uuid: str) -> None:
             continue
         except OSError as error:
             raise directory_error(gate.DEFAULT_STATE_DIR, error, f"{path} stays") from None
+
+
+def pointed_dirs() -> tuple[list[str], list[str]]:
+    """The state dirs the pointers in the default state dir name, and a line for each
+    pointer that cannot be read. Nothing while the default dir itself is refused."""
+    try:
+        config.check_state_dir(gate.DEFAULT_STATE_DIR)
+        names = sorted(os.listdir(gate.DEFAULT_STATE_DIR))
+    except (ConfigError, FileNotFoundError):
+        return [], []
+    except OSError as error:
+        return [], [f"state directory {gate.DEFAULT_STATE_DIR}: cannot list its "
+                    f"pointers ({error.strerror})"]  # fmt: skip
+    found, refused = [], []
+    suffix = gate.POINTER_SUFFIX
+    for uuid in (n.removesuffix(suffix) for n in names if n.endswith(suffix)):
+        if is_uuid(uuid):
+            try:
+                found.append(read_pointer(uuid))
+            except (StateError, ConfigError) as error:
+                refused.append(str(error))
+    return list(dict.fromkeys(found)), refused
+
+
+def other_state_dirs(state_dir: str, environ: Mapping[str, str] = os.environ) -> tuple[str, ...]:
+    """Where other domains' state may be besides ``state_dir``: the default state dir and
+    those its pointers name (domains started under an earlier ``state_dir``), each one
+    root's alone; none when VMNET_HOOK_STATE_DIR keeps tests and manual runs apart."""
+    if environ.get(gate.STATE_DIR_VARIABLE):
+        return ()
+    found = []
+    for directory in [gate.DEFAULT_STATE_DIR, *pointed_dirs()[0]]:
+        if directory != state_dir and config.untrusted_dir(directory) is None:
+            found.append(directory)
+    return tuple(dict.fromkeys(found))
 
 
 def forget_pointer(uuid: str, state_dir: str) -> None:

@@ -14,7 +14,7 @@ import json
 import os
 import stat
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 
 from vmnet_hook import MAX_STATE_BYTES, files, is_uuid, temporary_of
@@ -72,8 +72,18 @@ class Scan:
 
 
 class StateStore:
-    def __init__(self, state_dir: str) -> None:
+    def __init__(self, state_dir: str, elsewhere: Callable[[], tuple[str, ...]] = tuple) -> None:
         self.state_dir = state_dir
+        self.elsewhere = elsewhere  # other dirs whose records hold pod NICs too, when asked
+
+    def claims(self) -> Scan:
+        """Every record that may hold a pod NIC: this directory's and those of
+        ``elsewhere`` (where domains started under an earlier state_dir keep theirs)."""
+        scans = [self.scan(), *(StateStore(d).scan() for d in self.elsewhere())]
+        states = {u: s for scan in reversed(scans) for u, s in scan.states.items()}
+        stamps = {u: s for scan in reversed(scans) for u, s in scan.stamps.items()}
+        unreadable = tuple(e for scan in scans for e in scan.unreadable)
+        return Scan(states, stamps, unreadable)
 
     def path(self, uuid: str) -> str:
         return os.path.join(self.state_dir, f"{uuid}.json")
